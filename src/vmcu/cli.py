@@ -1,0 +1,168 @@
+"""The `vmcu` command: a thin argparse layer over vmcu.driver.
+
+Every VmcuError becomes one line on stderr and exit status 1; a bug inside vmcu becomes one line too
+(with VMCU_DEBUG=1 for the traceback), so users never face a stack dump for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from vmcu import __version__, driver
+from vmcu.errors import VmcuError
+from vmcu.ir.analysis import graph_macs, op_activation_bytes, op_macs, weight_bytes
+from vmcu.report.text import fmt_bytes, format_table, memory_bar, offset_map
+from vmcu.support import unsupported_reasons
+
+
+def _emit(args: argparse.Namespace, payload: dict[str, Any], text: Callable[[dict[str, Any]], str]) -> None:
+    print(json.dumps(payload, indent=2) if args.json else text(payload))
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    graph = driver.load_model(args.model, require_supported=False)
+    ops = []
+    for op in graph.ops:
+        out = graph.tensors[op.outputs[0]] if op.outputs else None
+        ops.append({
+            "index": op.index, "type": op.type, "inputs": [i for i in op.inputs], "outputs": list(op.outputs),
+            "output_shape": list(out.shape) if out else [], "options": op.options,
+            "macs": op_macs(graph, op), "activation_bytes": op_activation_bytes(graph, op),
+            "unsupported": unsupported_reasons(graph, op),
+        })
+    tensors = [{
+        "index": t.index, "name": t.name, "shape": list(t.shape), "dtype": t.dtype, "bytes": t.nbytes,
+        "constant": t.is_const, "variable": t.is_variable,
+        "scale": list(t.quant.scale) if t.quant else None,
+        "zero_point": list(t.quant.zero_point) if t.quant else None,
+    } for t in graph.tensors]
+    payload = {
+        "model": str(args.model), "sha256": driver.model_sha256(args.model), "ops": ops, "tensors": tensors,
+        "inputs": list(graph.inputs), "outputs": list(graph.outputs), "macs": graph_macs(graph),
+        "weight_bytes": weight_bytes(graph),
+        "layer_peak_bytes": max((op["activation_bytes"] for op in ops), default=0),
+        "supported": not any(op["unsupported"] for op in ops),
+    }
+    _emit(args, payload, _inspect_text)
+    return 0
+
+
+def _quant_text(t: dict[str, Any]) -> str:
+    if t["scale"] is None:
+        return ""
+    if len(t["scale"]) > 1:
+        return f"per-channel x{len(t['scale'])}"
+    return f"s={t['scale'][0]:.6g} zp={t['zero_point'][0]}"
+
+
+def _inspect_text(p: dict[str, Any]) -> str:
+    tensors = p["tensors"]
+    op_rows = [[o["index"], o["type"], "x".join(map(str, o["output_shape"])), fmt_bytes(o["macs"]),
+                fmt_bytes(o["activation_bytes"]), "; ".join(o["unsupported"]) or "ok"] for o in p["ops"]]
+    t_rows = [[t["index"], t["name"][:48], "x".join(map(str, t["shape"])), t["dtype"], fmt_bytes(t["bytes"]),
+               "const" if t["constant"] else ("var" if t["variable"] else "act"), _quant_text(t)]
+              for t in tensors]
+    head = (f"model {p['model']}  sha256 {p['sha256'][:12]}\n"
+            f"{len(p['ops'])} ops, {len(tensors)} tensors, {fmt_bytes(p['macs'])} MACs, "
+            f"weights {fmt_bytes(p['weight_bytes'])} B, layer-wise peak {fmt_bytes(p['layer_peak_bytes'])} B, "
+            f"{'supported' if p['supported'] else 'NOT supported'}")
+    return "\n\n".join([
+        head,
+        format_table(["op", "type", "output", "MACs", "act B", "support"], op_rows, right=(0, 3, 4)),
+        format_table(["t", "name", "shape", "dtype", "bytes", "kind", "quantization"], t_rows, right=(0, 4)),
+    ])
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    graph = driver.load_model(args.model)
+    plan = driver.plan_memory(graph, args.strategy)
+    payload = {"model": str(args.model), **plan.to_json(), "macs": graph_macs(graph), "checker": "passed"}
+    _emit(args, payload, _plan_text)
+    return 0
+
+
+def _plan_text(p: dict[str, Any]) -> str:
+    peak = p["peak_bytes"]
+    rows = []
+    for step in p["steps"]:
+        live = sorted(step["live"], key=lambda t: t["offset"])
+        labels = [(t["offset"], t["size_bytes"], chr(ord("a") + k % 26)) for k, t in enumerate(live)]
+        where = ", ".join(f"{chr(ord('a') + k % 26)}=t{t['tensor']}@{t['offset']}" for k, t in enumerate(live))
+        rows.append([step["op"], step["type"], fmt_bytes(step["live_bytes"]),
+                     memory_bar(step["live_bytes"], peak, 24), offset_map(labels, peak, 32), where])
+    head = (f"strategy {p['strategy']}: peak {fmt_bytes(peak)} B, layer-wise lower bound "
+            f"{fmt_bytes(p['lower_bound_bytes'])} B, {fmt_bytes(p['macs'])} MACs, checker {p['checker']}")
+    table = format_table(["op", "type", "live B", "live / peak", "arena (offsets)", "live buffers"], rows,
+                         right=(0, 2))
+    return head + "\n\n" + table
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from vmcu.reference.compare import compare_with_tflm
+
+    driver.load_model(args.model)
+    result = compare_with_tflm(args.model, n_inputs=args.inputs, seed=args.seed).to_json()
+    _emit(args, {"model": str(args.model), **result}, _check_text)
+    return 0 if result["bit_exact"] else 1
+
+
+def _check_text(p: dict[str, Any]) -> str:
+    if p["bit_exact"]:
+        return (f"bit-exact: reference executor == TFLite Micro on {p['inputs']} random inputs, "
+                f"{p['ops_compared']} op outputs compared")
+    m = p["mismatch"]
+    return (f"MISMATCH on input {m['input']}: op {m['op']} {m['op_type']} tensor {m['tensor']} "
+            f"'{m['tensor_name']}' index {m['index']}: TFLM {m['expected']}, vmcu {m['got']}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vmcu", description="Fit int8 TFLite models into MCU SRAM.")
+    parser.add_argument("--version", action="version", version=f"vmcu {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="ops, tensors, quantization, MACs, weight and activation bytes")
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("plan", help="plan activation memory and print the per-op timeline")
+    p.add_argument("model")
+    p.add_argument("--strategy", default="tensor", choices=driver.STRATEGIES,
+                   help="tensor: vmcu's tensor-level planner; tflm: TFLite Micro's greedy planner")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("check", help="reference executor vs TFLite Micro on random inputs, every tensor")
+    p.add_argument("model")
+    p.add_argument("--inputs", type=int, default=3, help="number of random inputs (default 3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except VmcuError as e:
+        print(f"vmcu: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("vmcu: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug in vmcu: still one line, traceback on request
+        if os.environ.get("VMCU_DEBUG"):
+            raise
+        print(f"vmcu: internal error: {type(e).__name__}: {e} (set VMCU_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
