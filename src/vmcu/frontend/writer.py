@@ -125,7 +125,7 @@ class _AlignedBufferT(schema.BufferT):
     """A buffer whose data starts on a 16-byte boundary, as the converter writes them (kernels read int32
     biases and may use SIMD loads on weights in place)."""
 
-    def Pack(self, builder: flatbuffers.Builder) -> int:  # noqa: N802 (flatbuffers object API name)
+    def Pack(self, builder: flatbuffers.Builder) -> int:
         data = None
         if self.data is not None:
             payload = self.data.tobytes()
@@ -179,7 +179,7 @@ def write_tflite_file(graph: Graph, path: str | Path) -> Path:
 
 def _opcode(op_type: str) -> Any:
     if op_type.startswith("CUSTOM:"):
-        raise UnsupportedOpError(f"cannot write custom operator {op_type[7:]!r}: its options are not in the IR")
+        raise UnsupportedOpError(f"cannot write custom operator {op_type[7:]!r}: the IR lacks its options")
     code = getattr(schema.BuiltinOperator, op_type, None)
     if code is None:
         raise UnsupportedOpError(f"cannot write operator {op_type}: not a TFLite builtin")

@@ -67,7 +67,8 @@ def activation_range(activation: str, scale: float, zero_point: int,
     """TFLite CalculateActivationRangeQuantized: the clamp range of a fused activation."""
 
     def quantize(v: float) -> int:
-        return zero_point + int(round_half_away(v / scale))
+        # TfLiteQuantizationParams.scale is a float: the division is done in float32.
+        return zero_point + int(round_half_away(float(np.float32(v) / np.float32(scale))))
 
     if activation == "NONE":
         return qmin, qmax
@@ -81,5 +82,11 @@ def activation_range(activation: str, scale: float, zero_point: int,
 
 
 def round_half_away(v: float) -> float:
-    """std::round: halves away from zero (Python's round() rounds halves to even)."""
-    return math.floor(v + 0.5) if v >= 0 else -math.floor(-v + 0.5)
+    """std::round: halves away from zero (Python's round() rounds halves to even).
+
+    Exact for every double: floor(v + 0.5) would round 0.49999999999999994 up, as v + 0.5 rounds to 1.
+    """
+    whole = math.trunc(v)
+    if abs(v - whole) >= 0.5:  # v - trunc(v) is exact in floating point
+        return float(whole + (1 if v > 0 else -1))
+    return float(whole)

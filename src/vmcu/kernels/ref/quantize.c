@@ -1,0 +1,39 @@
+/* QUANTIZE and DEQUANTIZE (TFLM reference_ops::AffineQuantize, Requantize, Dequantize). The float paths
+ * compute in double like TFLM, whose scales are doubles holding the tensors' float32 values. */
+#include "vmcu_fixedpoint.h"
+#include "vmcu_kernels.h"
+
+/* std::round (halves away from zero) to int32 for |v| <= 2^30, without libm. */
+static int32_t round_half_away(double v) {
+    int32_t t = (int32_t)v;
+    const double frac = v - (double)t;
+    if (frac >= 0.5) {
+        t += 1;
+    } else if (frac <= -0.5) {
+        t -= 1;
+    }
+    return t;
+}
+
+void vmcu_quantize_f32_s8(const vmcu_quantize_params_t *p, const float *input, int8_t *output) {
+    const double limit = 1073741824.0;  /* far beyond int8 yet safe to convert; NaN maps to 0 */
+    for (int32_t i = 0; i < p->size; ++i) {
+        double v = (double)input[i] / p->output_scale;
+        v = v != v ? 0.0 : (v > limit ? limit : (v < -limit ? -limit : v));
+        output[i] = (int8_t)vmcu_clamp_i32(round_half_away(v) + p->output_zero_point, INT8_MIN, INT8_MAX);
+    }
+}
+
+void vmcu_quantize_s8(const vmcu_quantize_params_t *p, const int8_t *input, int8_t *output) {
+    for (int32_t i = 0; i < p->size; ++i) {
+        const int32_t q = vmcu_multiply_by_quantized_multiplier(input[i] - p->input_zero_point,
+                                                                p->requantize_multiplier, p->requantize_shift);
+        output[i] = (int8_t)vmcu_clamp_i32(q + p->output_zero_point, INT8_MIN, INT8_MAX);
+    }
+}
+
+void vmcu_dequantize_s8(const vmcu_dequantize_params_t *p, const int8_t *input, float *output) {
+    for (int32_t i = 0; i < p->size; ++i) {
+        output[i] = (float)(p->scale * (double)(input[i] - p->zero_point));
+    }
+}

@@ -1,0 +1,152 @@
+"""Independent check of a tensor-level plan: a wrong offset corrupts data silently, so verify every plan.
+
+Nothing here comes from the planner: the execution order, the set of tensors that need bytes, their
+lifetimes and the bound are recomputed from the graph and `plan.order` alone, deliberately duplicating
+vmcu.plan.lifetimes so that a bug there cannot vouch for itself.
+"""
+
+from __future__ import annotations
+
+from vmcu.errors import PlanError
+from vmcu.ir.graph import NO_TENSOR, Graph
+from vmcu.plan.plan import MemoryPlan, Placement
+
+
+def check_tensor_plan(graph: Graph, plan: MemoryPlan) -> None:
+    """Raise PlanError (one line) on the first problem found; return None for a sound plan."""
+    where = f"{graph.name}: plan '{plan.strategy}'"
+    _check_order(graph, plan, where)
+    spans = _lifetimes(graph, plan.order)
+    by_tensor = _check_placements(graph, plan, spans, where)
+    allowed = _check_aliases(graph, plan, spans, by_tensor, where)
+    _check_overlaps(graph, plan, allowed, where)
+    bound = _bound(graph, spans, plan.aliases, len(plan.order))
+    if plan.lower_bound_bytes != bound or plan.peak_bytes < bound:
+        raise PlanError(f"{where}: claims lower bound {plan.lower_bound_bytes} B and peak "
+                        f"{plan.peak_bytes} B, but {bound} B are live at the busiest step")
+
+
+def _check_order(graph: Graph, plan: MemoryPlan, where: str) -> None:
+    n = len(graph.ops)
+    if n == 0 or sorted(plan.order) != list(range(n)):
+        raise PlanError(f"{where}: order {list(plan.order)} does not run each of the {n} ops exactly once")
+    if tuple(plan.op_types) != tuple(graph.ops[i].type for i in plan.order):
+        raise PlanError(f"{where}: op types {list(plan.op_types)} do not match the ops of the order")
+    written_by = {t: op.index for op in graph.ops for t in op.outputs}
+    ran: set[int] = set()
+    for step, i in enumerate(plan.order):
+        for t in graph.ops[i].inputs:
+            if t in written_by and written_by[t] not in ran:
+                raise PlanError(f"{where}: step {step} runs op {i} ({graph.ops[i].type}) which reads tensor "
+                                f"{t} before op {written_by[t]} writes it")
+        ran.add(i)
+
+
+def _lifetimes(graph: Graph, order: tuple[int, ...]) -> dict[int, tuple[int, int]]:
+    """(first, last) step of every tensor that needs bytes, recomputed from the graph."""
+    end = len(order) - 1
+    referenced = set(graph.inputs) | set(graph.outputs)
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for step, i in enumerate(order):
+        op = graph.ops[i]
+        referenced.update(t for t in op.inputs + op.outputs if t != NO_TENSOR)
+        for t in op.outputs:
+            first.setdefault(t, step)
+            last[t] = max(step, last.get(t, step))
+        for t in op.inputs:
+            if t != NO_TENSOR:
+                last[t] = step
+    spans = {}
+    for t in sorted(referenced):
+        tensor = graph.tensors[t]
+        if tensor.is_const or tensor.nbytes == 0:
+            continue
+        if tensor.is_variable:
+            spans[t] = (0, end)
+            continue
+        lo = first[t] if t in first and t not in graph.inputs else 0
+        spans[t] = (lo, end if t in graph.outputs else last.get(t, lo))
+    return spans
+
+
+def _check_placements(graph: Graph, plan: MemoryPlan, spans: dict[int, tuple[int, int]],
+                      where: str) -> dict[int, Placement]:
+    a = plan.alignment
+    if a <= 0:
+        raise PlanError(f"{where}: alignment {a} is not positive")
+    by_tensor: dict[int, Placement] = {}
+    for p in plan.placements:
+        name = _name(graph, p.tensor) if 0 <= p.tensor < len(graph.tensors) else f"tensor {p.tensor}"
+        if p.tensor not in spans:
+            raise PlanError(f"{where}: places {name}, which is not an activation tensor the graph uses")
+        if p.tensor in by_tensor:
+            raise PlanError(f"{where}: places {name} twice")
+        by_tensor[p.tensor] = p
+        need = -(-graph.tensors[p.tensor].nbytes // a) * a
+        if p.size_bytes != need:
+            raise PlanError(f"{where}: {name} is given {p.size_bytes} B, it needs {need} B at alignment {a}")
+        if p.offset < 0 or p.offset % a or p.end > plan.peak_bytes:
+            raise PlanError(f"{where}: {name} at [{p.offset}, {p.end}) is misaligned or outside the arena "
+                            f"[0, {plan.peak_bytes}) (alignment {a})")
+        if (p.first_use, p.last_use) != spans[p.tensor]:
+            raise PlanError(f"{where}: {name} is placed for steps {p.first_use}..{p.last_use}, but is live "
+                            f"at steps {spans[p.tensor][0]}..{spans[p.tensor][1]}")
+    missing = sorted(set(spans) - set(by_tensor))
+    if missing:
+        raise PlanError(f"{where}: {_name(graph, missing[0])} is not placed ({len(missing)} tensors missing)")
+    if plan.peak_bytes != max((p.end for p in plan.placements), default=0):
+        raise PlanError(f"{where}: peak {plan.peak_bytes} B is not the end of the highest placement")
+    return by_tensor
+
+
+def _check_aliases(graph: Graph, plan: MemoryPlan, spans: dict[int, tuple[int, int]],
+                   by_tensor: dict[int, Placement], where: str) -> set[frozenset[int]]:
+    """Each alias must be a RESHAPE whose input dies at it, with both tensors on the same bytes."""
+    allowed = set()
+    for out, src in plan.aliases:
+        steps = [s for s, i in enumerate(plan.order) if graph.ops[i].type == "RESHAPE"
+                 and graph.ops[i].inputs[:1] == (src,) and graph.ops[i].outputs == (out,)]
+        if not steps or out not in by_tensor or src not in by_tensor:
+            raise PlanError(f"{where}: alias of tensor {out} onto tensor {src} is not a RESHAPE of "
+                            "planned tensors")
+        if spans[src][1] != steps[0] or src in graph.outputs:
+            raise PlanError(f"{where}: alias {_name(graph, out)} onto {_name(graph, src)}: the input is "
+                            f"still live after the RESHAPE at step {steps[0]}")
+        o, s = by_tensor[out], by_tensor[src]
+        if (o.offset, o.size_bytes) != (s.offset, s.size_bytes):
+            raise PlanError(f"{where}: alias {_name(graph, out)} [{o.offset}, {o.end}) does not sit on "
+                            f"{_name(graph, src)} [{s.offset}, {s.end})")
+        allowed.add(frozenset((out, src)))
+    return allowed
+
+
+def _check_overlaps(graph: Graph, plan: MemoryPlan, allowed: set[frozenset[int]], where: str) -> None:
+    ordered = sorted(plan.placements, key=lambda p: (p.first_use, p.tensor))
+    for k, a in enumerate(ordered):
+        for b in ordered[k + 1:]:
+            if b.first_use > a.last_use:
+                break
+            if a.offset < b.end and b.offset < a.end and frozenset((a.tensor, b.tensor)) not in allowed:
+                step = b.first_use
+                op = plan.order[step]
+                raise PlanError(f"{where}: {_name(graph, a.tensor)} [{a.offset}, {a.end}) and "
+                                f"{_name(graph, b.tensor)} [{b.offset}, {b.end}) share bytes while both are "
+                                f"live at step {step} (op {op} {graph.ops[op].type})")
+
+
+def _bound(graph: Graph, spans: dict[int, tuple[int, int]], aliases: tuple[tuple[int, int], ...],
+           steps: int) -> int:
+    """Most raw bytes live at one step, an aliased output counted once with its input."""
+    src_of = dict(aliases)
+    per_step = [0] * steps
+    for t, (lo, hi) in spans.items():
+        for s in range(lo, hi + 1):
+            src = src_of.get(t)
+            if src is None or not spans[src][0] <= s <= spans[src][1]:
+                per_step[s] += graph.tensors[t].nbytes
+    return max(per_step)
+
+
+def _name(graph: Graph, t: int) -> str:
+    return f"tensor {t} '{graph.tensors[t].name}'"
