@@ -78,7 +78,8 @@ def test_fixedpoint_functions_approximate_their_reals() -> None:
     z = np.linspace(0.0, 0.999, 500)
     inv = fp.one_over_one_plus_x_for_x_in_0_1(np.round(z * 2**31).astype(np.int64))
     assert np.max(np.abs(inv / 2**31 - 1 / (1 + z))) < 1e-6
-    assert fp.count_leading_zeros_u32(np.array([0, 1, 2**31, 2**32 - 1, 12345])).tolist() == [32, 31, 0, 0, 18]
+    clz = fp.count_leading_zeros_u32(np.array([0, 1, 2**31, 2**32 - 1, 12345]))
+    assert clz.tolist() == [32, 31, 0, 0, 18]
 
 
 # --- whole models --------------------------------------------------------------------------------
@@ -126,6 +127,14 @@ def test_unsupported_op_is_rejected() -> None:
         run_reference(graph, random_inputs(graph, 1, seed=0)[0])
 
 
+def test_softmax_with_a_free_output_quantization_is_rejected() -> None:
+    tensors = (Tensor(0, "x", (1, 10), "int8", Quant((0.1,), (0,))),
+               Tensor(1, "y", (1, 10), "int8", Quant((0.1,), (3,))))
+    graph = Graph("bad", tensors, (Op(0, "SOFTMAX", (0,), (1,), {"beta": 1.0}),), (0,), (1,))
+    with pytest.raises(UnsupportedOpError, match="output quantization"):
+        op_params(graph, graph.ops[0])
+
+
 @pytest.mark.parametrize(("model", "op_types"), [
     ("tflm__dtln_noise_suppression", {"LOGISTIC", "FULLY_CONNECTED"}),
     ("tflm__keyword_scrambled_8bit", {"SOFTMAX", "FULLY_CONNECTED"}),
@@ -167,7 +176,8 @@ class _Builder:
 
     def weights(self, shape: tuple[int, ...], axis: int, channels: int, in_scale: float) -> tuple[int, int]:
         scales = tuple(float(s) for s in self.rng.uniform(0.002, 0.02, channels).astype(np.float32))
-        w = self.const(self.rng.integers(-127, 128, shape).astype(np.int8), Quant(scales, (0,) * channels, axis))
+        data = self.rng.integers(-127, 128, shape).astype(np.int8)
+        w = self.const(data, Quant(scales, (0,) * channels, axis))
         bias_q = Quant(tuple(in_scale * s for s in scales), (0,) * channels)
         return w, self.const(self.rng.integers(-3000, 3000, channels).astype(np.int32), bias_q)
 
@@ -178,8 +188,10 @@ class _Builder:
     def graph(self, inputs: list[int], outputs: list[int]) -> Graph:
         return Graph("synthetic", tuple(self.tensors), tuple(self.ops), tuple(inputs), tuple(outputs))
 
-    def _add(self, shape: tuple[int, ...], dtype: str, quant: Quant | None, data: np.ndarray | None = None) -> int:
-        self.tensors.append(Tensor(len(self.tensors), f"t{len(self.tensors)}", tuple(shape), dtype, quant, data))
+    def _add(self, shape: tuple[int, ...], dtype: str, quant: Quant | None,
+             data: np.ndarray | None = None) -> int:
+        index = len(self.tensors)
+        self.tensors.append(Tensor(index, f"t{index}", tuple(shape), dtype, quant, data))
         return len(self.tensors) - 1
 
 
@@ -188,7 +200,8 @@ def _synthetic_graph() -> Graph:
     conv = {"padding": "SAME", "stride_h": 1, "stride_w": 1, "dilation_h": 1, "dilation_w": 1}
     x = b.act((1, 9, 10, 4), 0.05, 3)
     w, bias = b.weights((6, 3, 3, 4), 0, 6, 0.05)
-    t = b.op("CONV_2D", [x, w, bias], b.act((1, 5, 5, 6), 0.04, -20),
+    # 6 / scale is just below 49.5 in double but rounds to 49.5 in float32: TFLM's RELU6 bound is -50.
+    t = b.op("CONV_2D", [x, w, bias], b.act((1, 5, 5, 6), 0.12121212482452393, -100),
              **(conv | {"stride_h": 2, "stride_w": 2, "activation": "RELU6"}))
     w, bias = b.weights((6, 3, 3, 6), 0, 6, 0.04)
     t = b.op("CONV_2D", [t, w, bias], b.act((1, 5, 5, 6), 0.03, -128),

@@ -525,6 +525,7 @@ def _softmax(graph: Graph, op: Op) -> SoftmaxParams:
     inp, out = _input(graph, op, 0), _output(graph, op)
     _require_dtype(op, inp, "int8")
     _require_dtype(op, out, "int8", "int16")
+    _require_fixed_output(op, out)
     scale, _ = _per_tensor(op, inp)
     integer_bits = 5
     # PreprocessSoftmaxScaling: beta * scale * 2^(31 - integer_bits), capped, as a >1 multiplier.
@@ -536,6 +537,16 @@ def _softmax(graph: Graph, op: Op) -> SoftmaxParams:
                          diff_min=-_input_radius(integer_bits, left_shift), output_dtype=out.dtype)
 
 
+def _require_fixed_output(op: Op, out: Tensor) -> None:
+    """The kernel writes probabilities in [0, 1) with the fixed output quantization TFLM enforces
+    (int8: scale 1/256, zero point -128; int16: 1/65536, -32768); any other would be misread."""
+    lo, hi = INT_RANGES[out.dtype]
+    expected_scale = 1.0 / (hi - lo + 1)
+    scale, zp = _per_tensor(op, out)
+    if zp != lo or abs(scale - expected_scale) > 0.001 * expected_scale:
+        raise _unsupported(op, f"output quantization ({scale:g}, {zp}) must be ({expected_scale:g}, {lo})")
+
+
 def _input_radius(integer_bits: int, left_shift: int) -> int:
     """CalculateInputRadius with 31 total signed bits."""
     return math.floor(1.0 * ((1 << integer_bits) - 1) * (1 << (31 - integer_bits)) / (1 << left_shift))
@@ -545,6 +556,7 @@ def _logistic(graph: Graph, op: Op) -> LogisticParams:
     inp, out = _input(graph, op, 0), _output(graph, op)
     _require_dtype(op, inp, "int8")
     _require_dtype(op, out, "int8")
+    _require_fixed_output(op, out)
     scale, zp = _per_tensor(op, inp)
     integer_bits = 4
     q, left_shift = math.frexp(scale * (1 << (31 - integer_bits)))

@@ -10,6 +10,7 @@ its padding); when only convolutions read it, it folds into their padding and it
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 from vmcu.errors import PlanError, UnsupportedOpError
@@ -181,6 +182,17 @@ def op_input_maps(graph: Graph, op: Op) -> dict[int, SpatialMap] | None:
     return {0: _window_map(params)}
 
 
+_MAPS: weakref.WeakKeyDictionary[Graph, list[dict[int, SpatialMap] | None]] = weakref.WeakKeyDictionary()
+
+
+def graph_maps(graph: Graph) -> list[dict[int, SpatialMap] | None]:
+    """`op_input_maps` of every op, computed once per graph (deriving op params is not free)."""
+    maps = _MAPS.get(graph)
+    if maps is None:
+        maps = _MAPS[graph] = [op_input_maps(graph, op) for op in graph.ops]
+    return maps
+
+
 @dataclass(frozen=True)
 class StageInput:
     """An activation input of a stage op: its position in `op.inputs`, the tensor actually read (a folded
@@ -212,17 +224,34 @@ class Stage:
     steps: tuple[StageStep, ...]
     folded_pads: tuple[int, ...]
 
-    def regions(self, out: Region) -> dict[int, Region]:
-        """Region of every stage tensor (image included) that computing `out` of the stage output needs."""
-        need: dict[int, Region] = {self.output: out}
+    def intervals(self, axis: int, lo: int, hi: int) -> dict[int, tuple[int, int]]:
+        """Along rows (axis 0) or columns (axis 1): the range of every stage tensor (image included) that
+        computing [lo, hi) of the stage output needs. Regions are products of a row and a column range,
+        so a grid of tiles costs one pass per tile row and one per tile column. A tensor the range does
+        not reach (a tile wholly in a PAD's padding) gets an empty range."""
+        need: dict[int, tuple[int, int]] = {self.output: (lo, hi)}
         for step in reversed(self.steps):
-            region = need.get(step.output)
-            if region is None:
+            span = need.get(step.output)
+            if span is None or span[1] <= span[0]:
                 continue
             for inp in step.inputs:
-                r, _ = inp.map.input_region(region)
-                need[inp.tensor] = r.union(need.get(inp.tensor))
+                a, b, _, _ = (inp.map.rows if axis == 0 else inp.map.cols).needed(*span)
+                old = need.get(inp.tensor)
+                if old is not None and old[1] > old[0] and b > a:
+                    a, b = min(a, old[0]), max(b, old[1])
+                elif old is not None and b <= a:
+                    a, b = old
+                need[inp.tensor] = (a, b)
+        for step in self.steps:
+            need.setdefault(step.output, (0, 0))
+            for inp in step.inputs:
+                need.setdefault(inp.tensor, (0, 0))
         return need
+
+    def regions(self, out: Region) -> dict[int, Region]:
+        """Region of every stage tensor (image included) that computing `out` of the stage output needs."""
+        rows, cols = self.intervals(0, out.y0, out.y1), self.intervals(1, out.x0, out.x1)
+        return {t: Region(*rows[t], *cols[t]) for t in rows}
 
 
 def build_stage(graph: Graph, split: int) -> Stage:
@@ -233,7 +262,7 @@ def build_stage(graph: Graph, split: int) -> Stage:
     ops = graph.ops[:split]
     consumers = graph.consumers()
     producers = graph.producers()
-    maps = {op.index: op_input_maps(graph, op) for op in ops}
+    maps = graph_maps(graph)
     folded = {op.index for op in ops if _foldable_pad(graph, op, consumers, split)}
     steps = []
     for op in ops:
@@ -261,8 +290,9 @@ def _foldable_pad(graph: Graph, op: Op, consumers: dict[int, list[int]], split: 
     readers = consumers.get(out.index, [])
     return (out.quant is not None and params.pad_value == out.quant.zero_point[0] and bool(readers)
             and out.index not in graph.outputs
-            and all(c < split and graph.ops[c].type in ZERO_PAD_READERS and graph.ops[c].inputs[0] == out.index
-                    and out.index not in graph.ops[c].inputs[1:] for c in readers))
+            and all(c < split and graph.ops[c].type in ZERO_PAD_READERS
+                    and graph.ops[c].inputs[0] == out.index and out.index not in graph.ops[c].inputs[1:]
+                    for c in readers))
 
 
 def _crossing(graph: Graph, split: int) -> list[int]:
@@ -279,8 +309,9 @@ def split_problem(graph: Graph, split: int) -> str:
     input feeding the stage."""
     if not 1 <= split <= len(graph.ops):
         return f"the split must be in [1, {len(graph.ops)}]"
+    maps = graph_maps(graph)
     for op in graph.ops[:split]:
-        if op_input_maps(graph, op) is None:
+        if maps[op.index] is None:
             return f"op {op.index} {op.type} is not spatially local"
     crossing = _crossing(graph, split)
     produced = {t for op in graph.ops[:split] for t in op.outputs}

@@ -88,6 +88,7 @@ def quantize(p: QuantizeParams, inputs: Arrays) -> np.ndarray:
     x = inputs[0]
     if p.input_dtype == "float32":
         v = (x.astype(np.float32) / np.float32(p.output_scale)).astype(np.float64)
+        v = np.nan_to_num(v, nan=0.0)  # undefined in TFLM; the generated C maps NaN to 0 as well
         whole = np.trunc(v)
         rounded = np.where(np.abs(v - whole) >= 0.5, whole + np.sign(v), whole)
         out = np.clip(rounded, -2.0**31, 2.0**31 - 1).astype(np.int64) + p.output_zero_point

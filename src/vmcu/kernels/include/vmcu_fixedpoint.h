@@ -58,6 +58,21 @@ static inline int32_t vmcu_multiply_by_quantized_multiplier(int32_t x, int32_t m
     return vmcu_rounding_divide_by_pot(vmcu_saturating_rounding_doubling_high_mul(shifted, multiplier), right);
 }
 
+/* MultiplyByQuantizedMultiplier, fused for the usual right shift e = -shift >= 1: the doubling high
+ * multiply's floor((acc * m + 2^30) / 2^31) and the round-half-away division by 2^e are one floor
+ * division, floor((acc * m + 2^30 + k * 2^31) / 2^(31 + e)) with k = 2^(e - 1) - [acc * m + 2^30 < 0],
+ * because nested floor divisions by positive integers compose. Exact for every input (the doubling high
+ * multiply saturates only for INT32_MIN * INT32_MIN, and multipliers are positive). */
+static inline int32_t vmcu_requantize(int32_t acc, int32_t multiplier, int32_t shift) {
+    if (shift < 0) {
+        int64_t t = (int64_t)acc * multiplier + ((int64_t)1 << 30);
+        const int32_t k = ((int32_t)1 << (-shift - 1)) + ((int32_t)(t >> 32) >> 31);
+        t += (int64_t)k << 31;
+        return (int32_t)(t >> 32) >> (-shift - 1);
+    }
+    return vmcu_multiply_by_quantized_multiplier(acc, multiplier, shift);
+}
+
 /* TFLite MultiplyByQuantizedMultiplierGreaterThanOne (softmax's diff rescaling). */
 static inline int32_t vmcu_multiply_by_quantized_multiplier_gt_one(int32_t x, int32_t multiplier,
                                                                    int32_t left_shift) {

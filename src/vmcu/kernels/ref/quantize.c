@@ -1,12 +1,12 @@
-/* QUANTIZE and DEQUANTIZE (TFLM reference_ops::AffineQuantize, Requantize, Dequantize). The float paths
- * compute in double like TFLM, whose scales are doubles holding the tensors' float32 values. */
+/* QUANTIZE and DEQUANTIZE (TFLM reference_ops::AffineQuantize, Requantize, Dequantize). Like TFLM,
+ * quantizing divides in float32 (by the scale cast to float) and dequantizing multiplies in double. */
 #include "vmcu_fixedpoint.h"
 #include "vmcu_kernels.h"
 
-/* std::round (halves away from zero) to int32 for |v| <= 2^30, without libm. */
-static int32_t round_half_away(double v) {
+/* std::round (halves away from zero) to int32 for |v| <= 2^30, without libm; v - t is exact. */
+static int32_t round_half_away(float v) {
     int32_t t = (int32_t)v;
-    const double frac = v - (double)t;
+    const float frac = v - (float)t;
     if (frac >= 0.5) {
         t += 1;
     } else if (frac <= -0.5) {
@@ -16,10 +16,11 @@ static int32_t round_half_away(double v) {
 }
 
 void vmcu_quantize_f32_s8(const vmcu_quantize_params_t *p, const float *input, int8_t *output) {
-    const double limit = 1073741824.0;  /* far beyond int8 yet safe to convert; NaN maps to 0 */
+    const float scale = (float)p->output_scale;
+    const float limit = 1073741824.0f;  /* far beyond int8 yet safe to convert; NaN maps to 0 */
     for (int32_t i = 0; i < p->size; ++i) {
-        double v = (double)input[i] / p->output_scale;
-        v = v != v ? 0.0 : (v > limit ? limit : (v < -limit ? -limit : v));
+        float v = input[i] / scale;
+        v = v != v ? 0.0f : (v > limit ? limit : (v < -limit ? -limit : v));
         output[i] = (int8_t)vmcu_clamp_i32(round_half_away(v) + p->output_zero_point, INT8_MIN, INT8_MAX);
     }
 }

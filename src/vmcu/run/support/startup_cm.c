@@ -2,10 +2,13 @@
  * Minimal Cortex-M4/M7 startup: vector table, reset handler and fault handlers.
  *
  * The reset handler copies .data, zeroes .bss, enables the FPU, turns on division-by-zero traps
- * and programs the MPU so that the usual silent corruptions fault instead:
- *   region 0: no access to the 1 MiB (at most) below RAM, where the stack (placed at the bottom of
- *             RAM by the linker script) goes when it overflows;
- *   region 1: the flash image is read-only, so a stray write into weights faults.
+ * and programs the MPU so that the usual silent corruptions fault instead (later regions win):
+ *   0: no access to the 1 MiB below RAM, where the stack (placed at the bottom of RAM by the
+ *      linker script) goes when it overflows;
+ *   1, 3: no access to the 8 MiB from the start of flash and of RAM (what QEMU's MPS2 maps there,
+ *      mirrors included), so that the board's own limits hold at run time;
+ *   2: the board's flash, read-only, so a stray write into weights faults;
+ *   4: the board's RAM, read-write, not executable.
  * Every fault ends in vmcu_fault_report, which prints the cause through semihosting and exits
  * with status 2, so a crashed program is reported instead of hanging QEMU.
  */
@@ -32,14 +35,16 @@
 #define MPU_RASR_XN (1u << 28)
 #define MPU_RASR_AP_NONE (0u << 24)
 #define MPU_RASR_AP_RO (6u << 24)
+#define MPU_RASR_AP_RW (3u << 24)
 #define MPU_CTRL_PRIVDEFENA (1u << 2)
-#define MPU_GUARD_MAX (1u << 20)
+#define MPU_GUARD_BYTES (1u << 20)
+#define MPU_FENCE_BYTES (8u << 20)
 
 /* Defined by the linker script (link_cm.ld.in); absolute symbols carry sizes in their address. */
 extern uint32_t __vmcu_data_start[], __vmcu_data_end[], __vmcu_bss_start[], __vmcu_bss_end[];
 extern const uint32_t __vmcu_data_load[];
 extern uint8_t __vmcu_stack_limit[], __vmcu_stack_top[];
-extern const uint8_t __vmcu_flash_start[], __vmcu_flash_size[];
+extern const uint8_t __vmcu_flash_start[], __vmcu_flash_size[], __vmcu_ram_start[], __vmcu_ram_size[];
 
 void vmcu_reset_handler(void) __attribute__((noreturn));
 void vmcu_fault_report(const uint32_t *frame, uint32_t ipsr) __attribute__((noreturn, used));
@@ -64,31 +69,38 @@ static uint32_t log2_ceil(uint32_t x)
     return x <= 1 ? 0 : 32u - (uint32_t)__builtin_clz(x - 1);
 }
 
-static void mpu_region(uint32_t index, uint32_t base, uint32_t log2_size, uint32_t attributes)
+/* Covers [base, base + bytes) with one region, trimming the top with subregions (eighths). */
+static void mpu_region(uint32_t index, uint32_t base, uint32_t bytes, uint32_t attributes)
 {
+    uint32_t log2 = log2_ceil(bytes);
+    log2 = log2 < 5 ? 5 : log2;
+    if (log2 > 31 || (base & ((1u << log2) - 1)) != 0) {
+        return;
+    }
+    uint32_t disabled = 0;
+    if (log2 >= 8) {
+        uint32_t eighth = 1u << (log2 - 3);
+        disabled = (0xFFu << ((bytes + eighth - 1) / eighth)) & 0xFFu;
+    }
     REG(MPU_RNR) = index;
     REG(MPU_RBAR) = base;
-    REG(MPU_RASR) = attributes | ((log2_size - 1) << 1) | 1u;
+    REG(MPU_RASR) = attributes | (disabled << 8) | ((log2 - 1) << 1) | 1u;
 }
 
 static void mpu_init(void)
 {
-    if (((REG(MPU_TYPE) >> 8) & 0xFFu) < 2) {
+    if (((REG(MPU_TYPE) >> 8) & 0xFFu) < 5) {
         return;
     }
-    uint32_t ram = (uint32_t)(uintptr_t)__vmcu_stack_limit;
-    uint32_t guard = ram & -ram;
-    if (guard > MPU_GUARD_MAX || guard == 0) {
-        guard = MPU_GUARD_MAX;
-    }
-    if (ram >= guard && guard >= 32) {
-        mpu_region(0, ram - guard, log2_ceil(guard), MPU_RASR_XN | MPU_RASR_AP_NONE);
-    }
     uint32_t flash = (uint32_t)(uintptr_t)__vmcu_flash_start;
-    uint32_t flash_log2 = log2_ceil((uint32_t)(uintptr_t)__vmcu_flash_size);
-    if (flash_log2 >= 5 && flash_log2 < 32 && (flash & ((1u << flash_log2) - 1)) == 0) {
-        mpu_region(1, flash, flash_log2, MPU_RASR_AP_RO);
+    uint32_t ram = (uint32_t)(uintptr_t)__vmcu_ram_start;
+    if (ram >= MPU_GUARD_BYTES) {
+        mpu_region(0, ram - MPU_GUARD_BYTES, MPU_GUARD_BYTES, MPU_RASR_XN | MPU_RASR_AP_NONE);
     }
+    mpu_region(1, flash, MPU_FENCE_BYTES, MPU_RASR_XN | MPU_RASR_AP_NONE);
+    mpu_region(2, flash, (uint32_t)(uintptr_t)__vmcu_flash_size, MPU_RASR_AP_RO);
+    mpu_region(3, ram, MPU_FENCE_BYTES, MPU_RASR_XN | MPU_RASR_AP_NONE);
+    mpu_region(4, ram, (uint32_t)(uintptr_t)__vmcu_ram_size, MPU_RASR_XN | MPU_RASR_AP_RW);
     REG(MPU_CTRL) = MPU_CTRL_PRIVDEFENA | 1u;
     __asm__ volatile("dsb\n\tisb" ::: "memory");
 }
@@ -156,6 +168,26 @@ static const char *fault_name(uint32_t exception)
     }
 }
 
+static int within(uint32_t addr, const uint8_t *start, uint32_t bytes)
+{
+    return addr - (uint32_t)(uintptr_t)start < bytes;
+}
+
+static const char *protection_cause(uint32_t addr)
+{
+    uint32_t flash_bytes = (uint32_t)(uintptr_t)__vmcu_flash_size;
+    if (within(addr, __vmcu_flash_start, flash_bytes)) {
+        return "write to read-only flash at ";
+    }
+    if (within(addr, __vmcu_flash_start, MPU_FENCE_BYTES)) {
+        return "access beyond the board's flash at ";
+    }
+    if (within(addr, __vmcu_ram_start, MPU_FENCE_BYTES)) {
+        return "access beyond the board's RAM at ";
+    }
+    return "memory protection violation at ";
+}
+
 static char *append_cause(char *out, const uint32_t *frame, uint32_t cfsr)
 {
     if ((uintptr_t)frame < (uintptr_t)__vmcu_stack_limit) {
@@ -176,8 +208,11 @@ static char *append_cause(char *out, const uint32_t *frame, uint32_t cfsr)
     if (cfsr & (1u << 19)) {
         return append(out, "coprocessor (FPU) not enabled");
     }
+    if (cfsr & 1u) {
+        return append(out, "instruction fetch from non-executable memory");
+    }
     if (cfsr & (1u << 7)) {
-        return append_hex(out, "memory protection violation at ", REG(SCB_MMFAR));
+        return append_hex(out, protection_cause(REG(SCB_MMFAR)), REG(SCB_MMFAR));
     }
     if (cfsr & (1u << 15)) {
         return append_hex(out, "bus error at ", REG(SCB_BFAR));
