@@ -361,3 +361,171 @@ def test_model_ops(lib: ctypes.CDLL, path: Path) -> None:
     graph = read_tflite(path)
     for op in graph.ops:
         check_op(lib, graph, op, seed=op.index, trials=1)
+
+
+# --- fixed point, sanitizers, the arm build ---------------------------------------------------------
+
+REQUANT_HARNESS = r"""
+#include "vmcu_fixedpoint.h"
+void requantize_both(const int32_t *acc, const int32_t *mult, const int32_t *shift, int32_t n,
+                     int32_t *fused, int32_t *plain) {
+    for (int32_t i = 0; i < n; ++i) {
+        fused[i] = vmcu_requantize(acc[i], mult[i], shift[i]);
+        plain[i] = vmcu_multiply_by_quantized_multiplier(acc[i], mult[i], shift[i]);
+    }
+}
+"""
+
+
+def test_fused_requantize_is_exact(tmp_path: Path) -> None:
+    """vmcu_requantize (one 64-bit floor division, used by the arm kernels) equals TFLite's two-step
+    MultiplyByQuantizedMultiplier on the whole int32 range, and both equal the Python reference."""
+    from vmcu.ir.quant import multiply_by_quantized_multiplier
+
+    src, so = tmp_path / "requant.c", tmp_path / "requant.so"
+    src.write_text(REQUANT_HARNESS)
+    subprocess.run(["gcc", *CFLAGS, "-shared", "-fPIC", f"-I{include_dir()}", str(src), "-o", str(so)], check=True)
+    rng = np.random.default_rng(4)
+    n = 200_000
+    edges = np.array([0, 1, -1, 2**31 - 1, -2**31, 2**30, -2**30, 12345, -12345], dtype=np.int64)
+    acc = np.concatenate([rng.integers(-2**31, 2**31, n), rng.integers(-2**20, 2**20, n), np.tile(edges, 100)])
+    m = len(acc)
+    mult = np.where(rng.random(m) < 0.9, rng.integers(2**30, 2**31, m), rng.integers(0, 2**31, m))
+    shift = rng.integers(-31, 1, m)
+    args = [np.ascontiguousarray(a, dtype=np.int32) for a in (acc, mult, shift)]
+    fused, plain = np.zeros(m, np.int32), np.zeros(m, np.int32)
+    ptr = [a.ctypes.data_as(ctypes.c_void_p) for a in (*args, fused, plain)]
+    ctypes.CDLL(str(so)).requantize_both(ptr[0], ptr[1], ptr[2], ctypes.c_int32(m), ptr[3], ptr[4])
+    assert np.array_equal(fused, plain)
+    assert np.array_equal(plain, multiply_by_quantized_multiplier(acc, mult, shift))
+
+
+@pytest.mark.skipif(SANITIZE, reason="this is the sanitized run")
+def test_under_sanitizers() -> None:
+    """Every test above again, against a -fsanitize=address,undefined build of the kernels."""
+    asan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    env = os.environ | {"VMCU_KERNEL_SANITIZE": "1", "LD_PRELOAD": asan, "ASAN_OPTIONS": "detect_leaks=0"}
+    run = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-s", "-x", "-p", "no:cacheprovider",
+                          "-k", "not sanitizers and not arm and not fused"], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+
+
+ARM_GCC = shutil.which("arm-none-eabi-gcc")
+
+
+@pytest.mark.skipif(ARM_GCC is None, reason="arm-none-eabi-gcc is not installed")
+@pytest.mark.parametrize("flags", [("-mcpu=cortex-m4", "-O2"), ("-mcpu=cortex-m7", "-Os"),
+                                   ("-mcpu=cortex-m4", "-O0", "-fno-omit-frame-pointer")], ids=" ".join)
+def test_arm_variant_compiles(tmp_path: Path, flags: tuple[str, ...]) -> None:
+    cmd = [ARM_GCC, *flags, "-mthumb", *CFLAGS[:1], *CFLAGS[2:], f"-I{include_dir()}", "-c",
+           *map(str, kernel_sources("arm"))]
+    run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
+# --- the arm variant on QEMU -----------------------------------------------------------------------
+
+Case = tuple[Graph, Op, list[np.ndarray | None]]
+
+
+def _c_array(name: str, a: np.ndarray) -> str:
+    ctype = {np.dtype(np.int8): "int8_t", np.dtype(np.int32): "int32_t"}[a.dtype]
+    body = ", ".join(map(str, a.reshape(-1).tolist())) or "0"
+    return f"static const {ctype} {name}[{max(a.size, 1)}] = {{{body}}};\n"
+
+
+def qemu_program(cases: list[Case], variant: str) -> tuple[str, bytes, list[tuple[int, int]]]:
+    """C source running every case's kernel between vmcu_mark(i) calls, the input blob it reads and
+    each case's (output offset, output bytes). Activations start 1-3 bytes past word boundaries so
+    that the kernels' unaligned loads are exercised; scratch is word aligned, as required."""
+    defs, calls, blob, outputs = [], [], bytearray(), []
+    out_size = scratch = 0
+    for i, (graph, op, arrays) in enumerate(cases):
+        binding = kernel_binding(op.type, op_params(graph, op), variant)
+        defs.append(c_definition(binding, f"p{i}"))
+        scratch = max(scratch, binding.scratch_bytes)
+        ptrs = {}
+        for j, (t, a) in enumerate(zip(graph.op_inputs(op), arrays, strict=True)):
+            if t is None or a is None:
+                ptrs[f"input{j}"] = "NULL"
+            elif t.is_const:
+                defs.append(_c_array(f"c{i}_{j}", np.asarray(a)))
+                ptrs[f"input{j}"] = f"c{i}_{j}"
+            else:
+                blob += bytes(-len(blob) % 4 + (i + j) % 4)
+                ptrs[f"input{j}"] = f"(const void *)(in_buf + {len(blob)})"
+                blob += np.ascontiguousarray(a).tobytes()
+        out_t = graph.tensors[op.outputs[0]]
+        nbytes = out_t.nbytes
+        out_size += -out_size % 4 + i % 4
+        outputs.append((out_size, nbytes))
+        roles = {"output": f"(void *)(out_buf + {out_size})", "scratch": "scratch" if binding.scratch_bytes else "NULL"}
+        out_size += nbytes
+        args = [roles.get(r) or ptrs.get(r, "NULL") for r in binding.args]
+        calls.append(f"    vmcu_mark({i});\n    {binding.symbol}(&p{i}, {', '.join(args)});\n")
+    src = ("#include <stddef.h>\n#include <stdint.h>\n#include \"vmcu_kernels.h\"\n#include \"vmcu_platform.h\"\n"
+           f"static uint8_t in_buf[{max(len(blob), 1)}] __attribute__((aligned(4)));\n"
+           f"static uint8_t out_buf[{max(out_size, 1)}] __attribute__((aligned(4)));\n"
+           f"static int8_t scratch[{max(scratch, 4)}] __attribute__((aligned(4)));\n" + "".join(defs)
+           + "int vmcu_main(void) {\n    (void)scratch;\n    vmcu_read_input(in_buf, sizeof in_buf);\n"
+           + "".join(calls) + "    vmcu_mark(-1);\n    vmcu_write_output(out_buf, sizeof out_buf);\n"
+           "    return 0;\n}\n")
+    return src, bytes(blob), outputs
+
+
+def run_on_qemu(cases: list[Case], tmp: Path, variant: str = "arm") -> tuple[list[np.ndarray], dict[int, int]]:
+    """Each case's output and instructions per region (case index)."""
+    from vmcu.run.execute import build_program, run_program
+    from vmcu.targets import get_target
+
+    src, blob, outputs = qemu_program(cases, variant)
+    (tmp / "main.c").write_text(src)
+    target = get_target("cortex-m4")
+    binary = build_program(target, None, [*kernel_sources(variant), tmp / "main.c"], [include_dir()], tmp / "build")
+    result = run_program(target, binary, blob, None, timeout_s=120)
+    results = []
+    for (graph, op, _), (offset, nbytes) in zip(cases, outputs, strict=True):
+        t = graph.tensors[op.outputs[0]]
+        raw = np.frombuffer(result.output[offset:offset + nbytes], dtype=NUMPY_DTYPES[t.dtype])
+        results.append(raw.reshape(t.shape))
+    return results, result.per_region
+
+
+def _assert_matches_reference(cases: list[Case], got: list[np.ndarray]) -> None:
+    for (graph, op, arrays), out in zip(cases, got, strict=True):
+        want = np.asarray(REFERENCE_KERNELS[op.type](op_params(graph, op), arrays)).reshape(out.shape)
+        diff = int(np.count_nonzero(out != want))
+        assert diff == 0, f"{graph.name} op {op.index} {op.type}: {diff} of {out.size} outputs differ on QEMU"
+
+
+def macs(graph: Graph, op: Op) -> int:
+    """Multiply-accumulates of a CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED op."""
+    p = op_params(graph, op)
+    out = math.prod(graph.tensors[op.outputs[0]].shape)
+    if op.type == "CONV_2D":
+        return out * math.prod(p.filter_shape[1:])
+    if op.type == "DEPTHWISE_CONV_2D":
+        return out * p.filter_shape[1] * p.filter_shape[2]
+    return out * p.accum_depth
+
+
+QEMU = pytest.mark.skipif(shutil.which("qemu-system-arm") is None or ARM_GCC is None,
+                          reason="needs arm-none-eabi-gcc and qemu-system-arm")
+
+
+@QEMU
+@pytest.mark.qemu
+def test_arm_kernels_on_qemu(tmp_path: Path) -> None:
+    """The arm variant (DSP conv, depthwise, FC; ref files for the rest) bit-exact on a Cortex-M4."""
+    rng = np.random.default_rng(5)
+    graphs = [conv_case(rng, "CONV_2D", **c) for c in CONV_CASES]
+    graphs += [conv_case(rng, "DEPTHWISE_CONV_2D", **c) for c in DEPTHWISE_CASES]
+    graphs += [fc_case(rng, 1, 64, 10, False), fc_case(rng, 3, 37, 5, True), fc_case(rng, 2, 250, 3, False, -4)]
+    graphs += [single_op("QUANTIZE", [((3, 50), "float32", None)], ((3, 50), "int8", q(0.0174, -3))),
+               single_op("DEQUANTIZE", [((3, 50), "int8", q(0.0174, -3))], ((3, 50), "float32", None)),
+               single_op("SOFTMAX", [((3, 10), "int8", q(0.1, 5))], ((3, 10), "int8", q(1 / 256, -128))),
+               single_op("LOGISTIC", [((64,), "int8", q(0.1, 0))], ((64,), "int8", q(1 / 256, -128)))]
+    cases = [(g, op, random_arrays(g, op, rng)) for g, op in graphs]
+    got, _ = run_on_qemu(cases, tmp_path)
+    _assert_matches_reference(cases, got)

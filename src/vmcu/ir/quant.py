@@ -25,6 +25,8 @@ def quantize_multiplier(real_multiplier: float) -> tuple[int, int]:
     if shift < -31:
         shift = 0
         q_fixed = 0
+    if shift > 30:
+        raise ValueError(f"requantization multiplier {real_multiplier:.6g} is out of range (at most 2^30)")
     return q_fixed, shift
 
 

@@ -188,3 +188,30 @@ def _values(p: P.OpParams) -> dict[str, CValue]:
         v |= {"num_inputs": len(p.input_shapes), "output_shape": _aligned(p.output_shape),
               "input_shapes": tuple(d for s in p.input_shapes for d in _aligned(s)), "axis": p.axis + lead}
     return v
+
+
+def _c_int(v: int) -> str:
+    """An int32 literal (INT32_MIN has none in C)."""
+    return "(-2147483647 - 1)" if v == -2**31 else str(int(v))
+
+
+def c_definition(binding: KernelBinding, name: str) -> str:
+    """C source defining `static const <struct> name` (and its tables, named `name_<field>`) for a
+    binding: what generated code passes as the kernel's first argument, `&name`."""
+    tables, members = [], []
+    for f in STRUCTS[binding.struct]:
+        v = binding.values[f.name]
+        if f.kind == "table":
+            tables.append(f"static const int32_t {name}_{f.name}[{max(len(v), 1)}] = "
+                          f"{{{', '.join(map(_c_int, v)) or '0'}}};\n")
+            text = f"{name}_{f.name}"
+        elif f.kind == "array":
+            text = "{" + ", ".join(map(_c_int, v)) + "}"
+        elif f.kind == "pairs":
+            text = "{" + ", ".join(f"{{{_c_int(b)}, {_c_int(a)}}}" for b, a in v) + "}"
+        elif f.kind == "double":
+            text = repr(float(v))
+        else:
+            text = _c_int(v)
+        members.append(f"    .{f.name} = {text},\n")
+    return "".join(tables) + f"static const {binding.struct} {name} = {{\n" + "".join(members) + "};\n"

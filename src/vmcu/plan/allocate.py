@@ -39,18 +39,26 @@ def conflicts(buffers: Sequence[Buffer]) -> list[list[int]]:
     return out
 
 
-def first_fit(buffers: Sequence[Buffer], sequence: Sequence[int],
-              clash: Sequence[Sequence[int]]) -> list[int]:
-    """Place buffers in `sequence` order, each at the lowest offset clear of placed conflicting buffers."""
+def first_fit(buffers: Sequence[Buffer], sequence: Sequence[int], clash: Sequence[Sequence[int]],
+              placed: Sequence[int] | None = None, start: int = 0) -> list[int]:
+    """Place buffers in `sequence` order, each at the lowest offset clear of placed conflicting buffers.
+
+    With `placed` (offsets of an earlier run) and `start`, the first `start` buffers of the sequence keep
+    their offsets: a buffer's offset depends only on those before it, so a search that changes the
+    sequence from position `start` on need not redo the prefix.
+    """
     offsets = [-1] * len(buffers)
-    for i in sequence:
+    if placed is not None:
+        for i in sequence[:start]:
+            offsets[i] = placed[i]
+    for i in sequence[start:]:
         size = buffers[i].size
         taken = sorted((offsets[j], offsets[j] + buffers[j].size) for j in clash[i] if offsets[j] >= 0)
         candidate = 0
-        for start, end in taken:
-            if start - candidate >= size:
+        for lo, hi in taken:
+            if lo - candidate >= size:
                 break
-            candidate = max(candidate, end)
+            candidate = max(candidate, hi)
         offsets[i] = candidate
     return offsets
 
@@ -70,6 +78,10 @@ def tflm_greedy(buffers: Sequence[Buffer]) -> list[int]:
     return first_fit(buffers, tflm_order(buffers), conflicts(buffers))
 
 
+SEARCH_WORK = 600_000  # conflict-list entries scanned per search: about half a second of Python
+MIN_EVALUATIONS = 50
+MAX_EVALUATIONS = 5000
+
 # Orders to start the search from: each is a classic greedy heuristic on its own.
 _SEEDS: tuple[Callable[[Buffer, int], tuple[int, ...]], ...] = (
     lambda b, i: (-b.size, -i),
@@ -80,41 +92,39 @@ _SEEDS: tuple[Callable[[Buffer, int], tuple[int, ...]], ...] = (
 
 
 def search_placement(buffers: Sequence[Buffer], *, target: int, seed: int = 0,
-                     evaluations: int = 3000) -> list[int]:
+                     work: int = SEARCH_WORK) -> list[int]:
     """Offsets with the smallest peak found by hill climbing over first-fit orders.
 
-    Starts from the greedy orders in `_SEEDS`, then repeatedly moves one buffer to another position in
-    the order and keeps the move unless the peak grows (sideways moves let it cross plateaus). Stops at
-    `target` (a lower bound, so nothing better exists) or after `evaluations` first-fit runs; the seeded
-    generator makes the result deterministic.
+    Starts from the best of the greedy orders in `_SEEDS`, then repeatedly moves one buffer to another
+    position in the order and keeps the move unless the peak, or at equal peak the number of buffers
+    reaching it, grows (sideways moves cross plateaus). Stops at `target` (a lower bound: nothing better
+    exists) or once about `work` conflict-list entries have been scanned, so time stays bounded on dense
+    graphs; the seeded generator makes the result deterministic.
     """
     n = len(buffers)
     clash = conflicts(buffers)
     rng = random.Random(seed)
+    evaluations = max(MIN_EVALUATIONS, min(MAX_EVALUATIONS, work // (n + sum(map(len, clash)) or 1)))
 
-    def score(sequence: list[int]) -> tuple[int, int, list[int]]:
-        offsets = first_fit(buffers, sequence, clash)
+    def score(offsets: list[int]) -> tuple[int, int]:
         top = peak(buffers, offsets)
-        at_top = sum(1 for o, b in zip(offsets, buffers, strict=True) if o + b.size == top)
-        return top, at_top, offsets
+        return top, sum(1 for o, b in zip(offsets, buffers, strict=True) if o + b.size == top)
 
     starts = [sorted(range(n), key=lambda i, key=key: key(buffers[i], i)) for key in _SEEDS]
-    scored = [(score(s), s) for s in starts]
-    (best_peak, best_tie, best_offsets), best_seq = min(scored, key=lambda x: x[0][:2])
-    budget = evaluations - len(starts)
-    if n < 2:
-        return best_offsets
-    current_seq, current = list(best_seq), (best_peak, best_tie)
-    while budget > 0 and best_peak > target:
-        budget -= 1
+    runs = [(first_fit(buffers, s, clash), s) for s in starts]
+    current_offsets, current_seq = min(runs, key=lambda run: score(run[0]))
+    current = score(current_offsets)
+    best_peak, best_offsets = current[0], current_offsets
+    for _ in range(evaluations if n > 1 else 0):
+        if best_peak <= target:
+            break
         i, j = rng.randrange(n), rng.randrange(n)
-        if i == j:
-            continue
-        candidate = list(current_seq)
-        candidate.insert(j, candidate.pop(i))
-        top, tie, offsets = score(candidate)
-        if (top, tie) <= current:
-            current_seq, current = candidate, (top, tie)
-            if top < best_peak:
-                best_peak, best_offsets = top, offsets
+        sequence = list(current_seq)
+        sequence.insert(j, sequence.pop(i))
+        offsets = first_fit(buffers, sequence, clash, current_offsets, min(i, j))
+        value = score(offsets)
+        if value <= current:
+            current_seq, current_offsets, current = sequence, offsets, value
+            if value[0] < best_peak:
+                best_peak, best_offsets = value[0], offsets
     return best_offsets

@@ -14,6 +14,7 @@ import weakref
 from dataclasses import dataclass
 
 from vmcu.errors import PlanError, UnsupportedOpError
+from vmcu.ir.analysis import op_macs
 from vmcu.ir.graph import NO_TENSOR, Graph, Op
 from vmcu.ir.params import Conv2DParams, DepthwiseConv2DParams, PadParams, Pool2DParams, op_params
 
@@ -335,3 +336,43 @@ def split_problem(graph: Graph, split: int) -> str:
 def legal_splits(graph: Graph) -> list[int]:
     """Every split n for which ops [0, n) can run as a patch stage."""
     return [n for n in range(1, len(graph.ops) + 1) if not split_problem(graph, n)]
+
+
+@dataclass(frozen=True)
+class TileInput:
+    """What one activation input of a tiled op reads: `region` of `tensor`, with `padding` added around it
+    (`position` is the input's index in `op.inputs`; `tensor` is a folded PAD's input, not its output)."""
+
+    position: int
+    tensor: int
+    region: Region
+    padding: Padding
+
+
+@dataclass(frozen=True)
+class OpTile:
+    """One stage op run on one part of its output: the region it computes, what it reads, its MACs."""
+
+    op: int
+    output: Region
+    inputs: tuple[TileInput, ...]
+    macs: int
+
+
+def macs_per_pixel(graph: Graph, op_index: int) -> int:
+    """MACs of one output pixel (all channels) of an op: area times this is what a region costs."""
+    out = graph.tensors[graph.ops[op_index].outputs[0]]
+    return op_macs(graph, graph.ops[op_index]) // (out.shape[1] * out.shape[2])
+
+
+def op_tiles(graph: Graph, stage: Stage, outputs: dict[int, Region]) -> tuple[OpTile, ...]:
+    """The stage ops that computing these output regions (tensor -> region) runs, in stage order, each
+    with the regions it reads and the padding it adds; ops with an empty or absent region are left out."""
+    tiles = []
+    for step in stage.steps:
+        out = outputs.get(step.output)
+        if out is None or out.area == 0:
+            continue
+        inputs = tuple(TileInput(i.position, i.tensor, *i.map.input_region(out)) for i in step.inputs)
+        tiles.append(OpTile(step.op, out, inputs, out.area * macs_per_pixel(graph, step.op)))
+    return tuple(tiles)

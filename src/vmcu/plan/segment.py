@@ -44,8 +44,9 @@ class SegmentStep:
     `input_bases` follows `op.inputs` (-1 for a constant or absent input). `chained_input` is the input
     whose freed bytes the output overwrites (-1 if the output overlaps no input); then `gap_bytes` is
     `(base of that input - output_base) mod pool_bytes`, at least `min_gap_bytes`. The kernel stores
-    `steps` units of `unit_bytes` (from a workspace of that size) and touches the pool in whole
-    `segment_bytes` segments, none of which straddles the wrap.
+    `steps` units of `unit_bytes`, staged in a workspace of `workspace_bytes` (0: store directly, as the
+    output overlaps no input or the op is elementwise), and touches the pool in whole `segment_bytes`
+    segments, none of which straddles the wrap.
     """
 
     op: int
@@ -61,14 +62,15 @@ class SegmentStep:
     unit_bytes: int
     steps: int
     pool_bytes: int
+    workspace_bytes: int
 
 
 @dataclass(frozen=True)
 class SegmentPlan:
     """A segment-level plan: `plan.placements` hold pool bases (a tensor may wrap past `pool_bytes`).
 
-    `pool_bytes` = `plan.peak_bytes`, a multiple of `pool_unit`. `workspace_bytes` (the largest unit an
-    overlapping kernel stages before storing it) lives outside the pool.
+    `pool_bytes` = `plan.peak_bytes`, a multiple of `pool_unit`. `workspace_bytes`, the largest step
+    workspace, lives outside the pool: SRAM needed = pool_bytes + workspace_bytes.
     """
 
     plan: MemoryPlan
@@ -326,12 +328,11 @@ def _assemble(p: _Problem, bases: dict[int, int], pool: int) -> SegmentPlan:
         steps.append(SegmentStep(
             op_index, op.type, op.inputs, tuple(bases.get(t, -1) if t != NO_TENSOR else -1 for t in op.inputs),
             out, bases.get(out, -1), chained, gap, min_gap, p.segments[op_index], sched.unit_bytes, sched.steps,
-            pool))
+            pool, sched.workspace_bytes if chained >= 0 else 0))
     placements = tuple(Placement(t, bases[t], p.size(t), life.first, life.last)
                        for t, life in sorted(lifetimes.items()))
     alignment = math.gcd(*(p.align[t] for t in lifetimes)) if lifetimes else 1
     plan = MemoryPlan.for_graph(g, strategy="segment", order=p.base.order, placements=placements,
                                 peak_bytes=pool, lower_bound_bytes=round_up(_lower_bound(p), p.unit),
                                 alignment=alignment, aliases=tuple(aliases))
-    workspace = max((s.unit_bytes for s in p.base.schedules.values() if s.overlap), default=0)
-    return SegmentPlan(plan, tuple(steps), pool, p.unit, workspace)
+    return SegmentPlan(plan, tuple(steps), pool, p.unit, max((s.workspace_bytes for s in steps), default=0))

@@ -18,7 +18,8 @@ t'-1, so gap = max(0, max_{t'>=1} (t'*U - low(t'))). For windowed ops t' and low
 term per axis, so the max separates into one max per axis; each axis is linear in its index except
 over the padded border (at most ceil(pad/stride) positions), which gives `closed_form_gap`.
 TRANSPOSE and CONCATENATION (and any op without a schedule here) have no segment kernel: their output
-may not overlap their inputs at all (`overlap` is False and the gap is the whole output).
+may not overlap their inputs at all (`overlap` is False and the gap is the whole output); the same holds
+for single-step kernels that stage their unit (see `op_schedule`).
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ class OpSchedule:
     """One op's segment kernel reduced to what planning needs.
 
     `gaps` maps each distinct activation input to the least gap in bytes (not yet rounded to segments);
-    `segment_bytes` is the default segment size; `steps` x `unit_bytes` is the output size.
+    `segment_bytes` is the default segment size; `steps` x `unit_bytes` is the output size;
+    `workspace_bytes` is what the kernel needs to stage a unit when its output overlaps an input.
     """
 
     op: int
@@ -79,6 +81,7 @@ class OpSchedule:
     unit_bytes: int
     segment_bytes: int
     gaps: tuple[tuple[int, int], ...]
+    workspace_bytes: int
 
     def gap(self, tensor: int) -> int:
         return dict(self.gaps)[tensor]
@@ -234,7 +237,8 @@ def closed_form_gap(graph: Graph, op: Op, tensor: int) -> int | None:
     FC: max(0, (B-1)*(N-K)) bytes, 0 for one row. Same-shape elementwise, softmax, reshape: max(0,
     (T-1)*(Uout-Uin)). Input broadcast along all but the last axis: (T-1)*U (read by every step). PAD:
     each axis a adds max(0, (D_a-1)*(stride_out_a - stride_in_a)) plus the bytes of padding before the
-    first input pixel. MEAN with one output row: 0. Windowed ops: `window_closed_form`.
+    first input pixel. MEAN: the same sum over the kept axes other than the output row's. Windowed ops:
+    `window_closed_form`.
     """
     out = graph.tensors[op.outputs[0]]
     inp = graph.tensors[tensor]
@@ -247,7 +251,7 @@ def closed_form_gap(graph: Graph, op: Op, tensor: int) -> int | None:
     unit = unit_bytes(graph, op)
     steps = out.size * eo // unit if unit else 0
     if op.type == "MEAN":
-        return 0 if steps <= 1 else None
+        return _mean_closed_form(graph, op, unit)
     if op.type == "PAD":
         return _pad_closed_form(graph, op, unit)
     if op.type not in ELEMENTWISE_OPS:
@@ -257,6 +261,30 @@ def closed_form_gap(graph: Graph, op: Op, tensor: int) -> int | None:
     if inp.size == _last_axis(out) and inp.shape and inp.shape[-1] == inp.size:
         return max(0, (steps - 1) * unit)
     return None
+
+
+def _row_major_strides(shape: tuple[int, ...], element: int) -> list[int]:
+    strides, step = [], element
+    for d in reversed(shape):
+        strides.append(step)
+        step *= d
+    return strides[::-1]
+
+
+def _mean_closed_form(graph: Graph, op: Op, unit: int) -> int:
+    """MEAN: a step is one output row (the output's last axis); it first reads the input element with
+    every reduced index and its row index at 0, so t'*U - low is linear along each other kept axis."""
+    p = op_params(graph, op)
+    inp = graph.tensors[op.inputs[0]]
+    kept = [a for a in range(len(inp.shape)) if a not in p.axes]
+    row_is_kept_axis = bool(kept) and (kept[-1] == len(inp.shape) - 1 or not p.keep_dims)
+    step_axes = kept[:-1] if row_is_kept_axis else kept
+    in_strides = _row_major_strides(inp.shape, element_bytes(inp))
+    total, out_stride = 0, unit
+    for axis in reversed(step_axes):
+        total += max(0, (inp.shape[axis] - 1) * (out_stride - in_strides[axis]))
+        out_stride *= inp.shape[axis]
+    return total
 
 
 def _pad_closed_form(graph: Graph, op: Op, unit: int) -> int:
@@ -292,22 +320,38 @@ def default_segment_bytes(graph: Graph, op: Op) -> int:
     return max(1, min(sizes))
 
 
+def stages_units(graph: Graph, op: Op) -> bool:
+    """Whether the kernel computes each unit into a workspace before storing it.
+
+    Reductions (windowed ops, FC, MEAN, SOFTMAX) and PAD must: storing part of a unit could overwrite
+    input bytes the rest of it reads. Elementwise ops whose output elements are no wider than their
+    input's store each element right after reading it: with the output at or before the input
+    (gap >= 0), element j lands on bytes of elements <= j, already read.
+    """
+    if op.type in ELEMENTWISE_OPS and op.type != "SOFTMAX":
+        out = element_bytes(graph.tensors[op.outputs[0]])
+        return any(out > element_bytes(graph.tensors[t]) for t in activation_inputs(graph, op))
+    return True
+
+
 def op_schedule(graph: Graph, op: Op) -> OpSchedule:
-    """The schedule facts of one op. Ops without a segment kernel get `overlap=False`, one step and
-    segment 1: their kernel addresses every element modulo the pool, and their output may not overlap."""
+    """The schedule facts of one op.
+
+    Ops without a segment kernel get `overlap=False`, one step and segment 1: their kernel addresses
+    every element modulo the pool, and their output may not overlap their inputs. So do single-step
+    kernels that stage their unit (an FC or softmax on one row, a global MEAN): their output depends
+    on all of their input, and overlapping it would save no more than the workspace costs.
+    """
     if len(op.outputs) != 1:
         raise PlanError(f"{graph.name}: op {op.index} {op.type} has {len(op.outputs)} outputs; segment "
                         "planning needs exactly one")
     out = graph.tensors[op.outputs[0]]
     inputs = activation_inputs(graph, op)
-    if op.type not in SEGMENT_OPS:
-        return OpSchedule(op.index, False, 1, out.nbytes, 1, tuple((t, out.nbytes) for t in inputs))
-    unit = unit_bytes(graph, op)
+    unit = unit_bytes(graph, op) if op.type in SEGMENT_OPS else 0
+    steps = out.nbytes // unit if unit else 1
+    staged = stages_units(graph, op)
+    if op.type not in SEGMENT_OPS or (steps <= 1 and staged):
+        return OpSchedule(op.index, False, 1, out.nbytes, 1, tuple((t, out.nbytes) for t in inputs), 0)
     gaps = tuple((t, enumerated_gap(lows, unit)) for t, lows in read_lows(graph, op).items())
-    return OpSchedule(op.index, True, out.nbytes // unit if unit else 0, unit,
-                      default_segment_bytes(graph, op), gaps)
-
-
-def lcm_all(values: list[int]) -> int:
-    """Least common multiple of positive integers (1 for none)."""
-    return math.lcm(*values) if values else 1
+    return OpSchedule(op.index, True, steps, unit, default_segment_bytes(graph, op), gaps,
+                      unit if staged else 0)

@@ -23,7 +23,8 @@ from vmcu.plan.plan import MemoryPlan, Placement
 STRATEGIES = ("tensor", "tflm")
 TFLM_ALIGNMENT = 16  # MicroArenaBufferAlignment() in TFLM: every planned size is rounded up to it
 TENSOR_ALIGNMENT = 4
-REORDER_BEAM = 2000  # downsets kept per step of the order search; exact while a graph has fewer
+REORDER_WORK = 300_000  # the order search keeps about this many / ops**2 downsets per step
+MAX_BEAM = 1000
 SEARCH_SEED = 0
 
 
@@ -134,15 +135,17 @@ def reshape_aliases(graph: Graph, order: Sequence[int],
     return tuple(aliases)
 
 
-def min_peak_order(graph: Graph, beam: int = REORDER_BEAM) -> tuple[int, ...]:
+def min_peak_order(graph: Graph, beam: int | None = None) -> tuple[int, ...]:
     """A topological order of the ops that minimises the most bytes live at one step.
 
     Dynamic programming over the sets of ops already run (downsets): the bytes live between steps depend
     only on that set, so keeping the lowest peak per set is exact. Residual networks have few such sets;
-    if a step has more than `beam`, the lowest (peak, live) ones are kept. Ties go to the order closest
-    to the graph's own (lexicographically smallest).
+    if a step has more than `beam` (by default sized so the search stays well under a second), the
+    lowest (peak, live) ones are kept. Ties go to the order closest to the graph's own (lexicographically
+    smallest).
     """
     n = len(graph.ops)
+    beam = beam or max(8, min(MAX_BEAM, REORDER_WORK // max(n * n, 1)))
     planned = set(planned_tensors(graph))
     size = {t: graph.tensors[t].nbytes for t in planned}
     producers = graph.producers()

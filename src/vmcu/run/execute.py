@@ -214,25 +214,28 @@ def program_size(binary: Path) -> ProgramSize:
     )
 
 
-def _symbol(binary: Path, name: str) -> tuple[int, int]:
-    """Address (Thumb bit cleared) and size of a symbol in an ELF file."""
+def _symbols(binary: Path) -> dict[str, tuple[int, int]]:
+    """Address (Thumb bit cleared) and size of every symbol in an ELF file."""
     done = _run_tool([toolchain.arm_binutil("nm"), "-S", binary], f"arm-none-eabi-nm {binary.name}")
+    found = {}
     for line in done.stdout.splitlines():
         fields = line.split()
-        if fields and fields[-1] == name:
+        if len(fields) in (3, 4):
             size = int(fields[1], 16) if len(fields) == 4 else 0
-            return int(fields[0], 16) & ~1, size
-    raise VerifyError(f"{binary.name} has no symbol {name}: was it built by build_program?")
+            found[fields[-1]] = (int(fields[0], 16) & ~1, size)
+    return found
 
 
 def _qemu_command(target: Target, binary: Path, counts_file: Path) -> list[str]:
     plugin = toolchain.ensure_plugin()
-    mark, mark_size = _symbol(binary, "vmcu_mark")
-    base, _ = _symbol(binary, "__vmcu_mark_base")
     for path in (plugin, counts_file):
         if "," in str(path):
             raise VerifyError(f"QEMU cannot take a plugin path with a comma: {path}")
-    plugin_arg = f"{plugin},out={counts_file},mark={mark:#x},mark_size={mark_size},mark_base={base:#x}"
+    plugin_arg = f"{plugin},out={counts_file}"
+    symbols = _symbols(binary)
+    if "vmcu_mark" in symbols and "__vmcu_mark_base" in symbols:
+        (mark, mark_size), (base, _) = symbols["vmcu_mark"], symbols["__vmcu_mark_base"]
+        plugin_arg += f",mark={mark:#x},mark_size={mark_size},mark_base={base:#x}"
     return [
         str(toolchain.qemu_arm()),
         "-M",

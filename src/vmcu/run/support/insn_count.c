@@ -10,9 +10,10 @@
  * Regions: vmcu_mark(region) reads the byte at mark_base + region + 1. The plugin watches byte
  * loads made by instructions inside vmcu_mark (address range given as arguments) and decodes
  * the region from the load address, so no guest register needs to be read (plugin API v1 has
- * no register access). QEMU 7.2 drops callbacks registered for reads only (QEMU_PLUGIN_MEM_R), so
- * the plugin registers for both and ignores stores. At each mark, the counters accumulated since the previous mark are
- * added to the previous region; instructions outside any op belong to region -1.
+ * no register access). QEMU 7.2 drops callbacks registered for reads only (QEMU_PLUGIN_MEM_R),
+ * so the plugin registers for both and ignores stores. At each mark, the counters accumulated
+ * since the previous mark go to the previous region; instructions outside any op belong to
+ * region -1.
  *
  * Arguments: out=FILE (required), mark=ADDR, mark_size=BYTES, mark_base=ADDR (optional).
  * Output (text): a "counters" line naming the columns, a "total" line and one "region R" line
@@ -55,10 +56,9 @@ enum insn_class {
 #define MAX_REGION (1 << 20)
 
 static const char *const counter_names[N_COUNTERS] = {
-    "alu",           "simd",        "mul",          "div",          "load",
-    "load_pipelined", "load_pair",  "load_multi",   "store",        "store_reg",
-    "store_pair",    "store_multi", "branch_taken", "branch_not_taken", "branch_table",
-    "return_pop",    "fp",          "fp_mac",       "fp_div",       "regs",
+    "alu", "simd", "mul", "div", "load", "load_pipelined", "load_pair", "load_multi", "store",
+    "store_reg", "store_pair", "store_multi", "branch_taken", "branch_not_taken", "branch_table",
+    "return_pop", "fp", "fp_mac", "fp_div", "regs",
 };
 
 static uint64_t counters[N_COUNTERS];
