@@ -24,6 +24,7 @@ from vmcu.frontend.tflite import NUMPY_DTYPES, read_tflite
 from vmcu.ir.graph import Graph, Op, Quant, Tensor
 from vmcu.ir.params import op_params
 from vmcu.kernels import STRUCTS, KernelBinding, include_dir, kernel_binding, kernel_sources
+from vmcu.kernels.cparams import c_definition
 from vmcu.reference.kernels import REFERENCE_KERNELS
 
 MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models"
@@ -438,7 +439,8 @@ def _c_array(name: str, a: np.ndarray) -> str:
 def qemu_program(cases: list[Case], variant: str) -> tuple[str, bytes, list[tuple[int, int]]]:
     """C source running every case's kernel between vmcu_mark(i) calls, the input blob it reads and
     each case's (output offset, output bytes). Activations start 1-3 bytes past word boundaries so
-    that the kernels' unaligned loads are exercised; scratch is word aligned, as required."""
+    that the kernels' unaligned loads are exercised (float and int16 data stay aligned, as C requires);
+    scratch is word aligned, as the arm kernels require."""
     defs, calls, blob, outputs = [], [], bytearray(), []
     out_size = scratch = 0
     for i, (graph, op, arrays) in enumerate(cases):
@@ -453,12 +455,12 @@ def qemu_program(cases: list[Case], variant: str) -> tuple[str, bytes, list[tupl
                 defs.append(_c_array(f"c{i}_{j}", np.asarray(a)))
                 ptrs[f"input{j}"] = f"c{i}_{j}"
             else:
-                blob += bytes(-len(blob) % 4 + (i + j) % 4)
+                blob += bytes(-len(blob) % 4 + ((i + j) % 4 if t.dtype == "int8" else 0))
                 ptrs[f"input{j}"] = f"(const void *)(in_buf + {len(blob)})"
                 blob += np.ascontiguousarray(a).tobytes()
         out_t = graph.tensors[op.outputs[0]]
         nbytes = out_t.nbytes
-        out_size += -out_size % 4 + i % 4
+        out_size += -out_size % 4 + (i % 4 if out_t.dtype == "int8" else 0)
         outputs.append((out_size, nbytes))
         roles = {"output": f"(void *)(out_buf + {out_size})", "scratch": "scratch" if binding.scratch_bytes else "NULL"}
         out_size += nbytes

@@ -153,7 +153,9 @@ def test_pad_closed_form_matches_enumeration(h: int, w: int, c: int, pads: list[
     op = g.ops[0]
     lows = read_lows(g, op)[op.inputs[0]]
     unit = (c + sum(pads[2])) * 1
-    assert closed_form_gap(g, op, op.inputs[0]) == enumerated_gap(lows, unit) == op_schedule(g, op).gaps[0][1]
+    assert closed_form_gap(g, op, op.inputs[0]) == enumerated_gap(lows, unit)
+    sched = op_schedule(g, op)
+    assert sched.overlap == (sched.steps > 1) and (not sched.overlap or sched.gap(op.inputs[0]) == enumerated_gap(lows, unit))
 
 
 # --- checker vs simulation --------------------------------------------------------------------------
@@ -265,7 +267,7 @@ def test_simulated_mobilenet_v2_is_bit_exact() -> None:
     reference = run_reference(graph, inputs)
     values = simulate_segment_plan(graph, splan, inputs)
     assert all(np.array_equal(values[t], reference[t]) for t in values)
-    assert splan.pool_bytes == 12288 < plan_tensors(graph).peak_bytes
+    assert splan.pool_bytes == 12384 and splan.pool_bytes + splan.workspace_bytes < plan_tensors(graph).peak_bytes
 
 
 # --- the paper's layers and modules ------------------------------------------------------------------

@@ -221,7 +221,20 @@ def _validate(graph: Graph) -> None:
                 raise ModelError(f"{graph.name}: graph {label} refers to tensor {i}, the model has {n}")
     if not graph.inputs or not graph.outputs:
         raise ModelError(f"{graph.name}: the model declares no inputs or no outputs")
+    written = set(graph.inputs) | {t.index for t in graph.tensors if t.is_const or t.is_variable}
     for op in graph.ops:
         for i in op.inputs + op.outputs:
             if i != NO_TENSOR and not 0 <= i < n:
                 raise ModelError(f"{graph.name}: op {op.index} {op.type} refers to tensor {i}, the model has {n}")
+        for i in op.inputs:
+            if i != NO_TENSOR and i not in written:
+                raise ModelError(f"{graph.name}: op {op.index} {op.type} reads tensor {i} "
+                                 f"'{graph.tensors[i].name}' before any op writes it")
+        for i in op.outputs:
+            if i in written:
+                raise ModelError(f"{graph.name}: op {op.index} {op.type} writes tensor {i} "
+                                 f"'{graph.tensors[i].name}', which is already written or constant")
+            written.add(i)
+    for i in graph.outputs:
+        if i not in written:
+            raise ModelError(f"{graph.name}: graph output tensor {i} '{graph.tensors[i].name}' is never written")
