@@ -449,7 +449,7 @@ def qemu_program(cases: list[Case], variant: str) -> tuple[str, bytes, list[tupl
         scratch = max(scratch, binding.scratch_bytes)
         ptrs = {}
         for j, (t, a) in enumerate(zip(graph.op_inputs(op), arrays, strict=True)):
-            if t is None or a is None:
+            if t is None or a is None or (t.is_const and f"input{j}" not in binding.args):
                 ptrs[f"input{j}"] = "NULL"
             elif t.is_const:
                 defs.append(_c_array(f"c{i}_{j}", np.asarray(a)))

@@ -26,6 +26,8 @@ def scratch_bytes(op_type: str, params: P.OpParams, variant: str = "ref") -> int
         staged = not pointwise and cin % 4 != 0
         # two int16 columns (16 bytes per group of four, 4 per tail element), then an int8 staging row
         return 16 * groups + 4 * tail + (k if staged else 0)
+    if isinstance(params, P.DepthwiseConv2DParams):
+        return params.output_shape[3]  # one output pixel, staged
     if isinstance(params, P.FullyConnectedParams):
         groups, tail = divmod(params.accum_depth, 4)
         return 8 * groups + 2 * tail

@@ -85,7 +85,7 @@ class SegmentPlan:
 
 
 @dataclass(frozen=True)
-class _Graph:
+class _Analysis:
     """What does not depend on the segment sizes: order, lifetimes and each op's schedule."""
 
     graph: Graph
@@ -98,7 +98,7 @@ class _Graph:
 class _Problem:
     """Everything the placement needs for one choice of segment sizes."""
 
-    base: _Graph
+    base: _Analysis
     segments: dict[int, int]
     unit: int
     align: dict[int, int]
@@ -112,12 +112,13 @@ class _Problem:
         return self.base.graph.tensors[t].nbytes
 
 
-def _analyse(graph: Graph) -> _Graph:
+def _analyse(graph: Graph) -> _Analysis:
     order = tuple(range(len(graph.ops)))
-    return _Graph(graph, order, compute_lifetimes(graph, order), {op.index: op_schedule(graph, op) for op in graph.ops})
+    schedules = {op.index: op_schedule(graph, op) for op in graph.ops}
+    return _Analysis(graph, order, compute_lifetimes(graph, order), schedules)
 
 
-def _problem(base: _Graph, segments: dict[int, int], unit: int) -> _Problem:
+def _problem(base: _Analysis, segments: dict[int, int], unit: int) -> _Problem:
     """Tensor alignments and the rounded chain gaps of every step, for these segment sizes.
 
     An input may be overwritten by the output of the op that reads it last, if that op has a segment
@@ -282,7 +283,8 @@ def plan_segments(graph: Graph, *, segment_bytes: int | None = None) -> SegmentP
     base = _analyse(graph)
     if segment_bytes is not None:
         if segment_bytes < 1:
-            raise PlanError(f"{graph.name}: segment size must be a positive number of bytes, got {segment_bytes}")
+            raise PlanError(f"{graph.name}: segment size must be a positive number of bytes, "
+                            f"got {segment_bytes}")
         problem = _problem(base, _segments(base, lambda s: segment_bytes), segment_bytes)
         pool, bases = _search_pool(problem)
         return _assemble(problem, bases, pool)
@@ -296,7 +298,7 @@ def plan_segments(graph: Graph, *, segment_bytes: int | None = None) -> SegmentP
     return _assemble(exact, bases, best)
 
 
-def _segments(base: _Graph, size: Callable[[int], int]) -> dict[int, int]:
+def _segments(base: _Analysis, size: Callable[[int], int]) -> dict[int, int]:
     """Segment size per op: `size(default)` for ops with a segment kernel, 1 for the others."""
     return {i: size(s.segment_bytes) if s.overlap else 1 for i, s in base.schedules.items()}
 
@@ -325,10 +327,11 @@ def _assemble(p: _Problem, bases: dict[int, int], pool: int) -> SegmentPlan:
                 chained, gap, min_gap = a, d, need
         if op.type == "RESHAPE" and chained >= 0 and gap == 0 and p.size(chained) == p.size(out):
             aliases.append((out, chained))
+        input_bases = tuple(bases.get(t, -1) if t != NO_TENSOR else -1 for t in op.inputs)
+        workspace = sched.workspace_bytes if chained >= 0 else 0
         steps.append(SegmentStep(
-            op_index, op.type, op.inputs, tuple(bases.get(t, -1) if t != NO_TENSOR else -1 for t in op.inputs),
-            out, bases.get(out, -1), chained, gap, min_gap, p.segments[op_index], sched.unit_bytes, sched.steps,
-            pool, sched.workspace_bytes if chained >= 0 else 0))
+            op_index, op.type, op.inputs, input_bases, out, bases.get(out, -1), chained, gap, min_gap,
+            p.segments[op_index], sched.unit_bytes, sched.steps, pool, workspace))
     placements = tuple(Placement(t, bases[t], p.size(t), life.first, life.last)
                        for t, life in sorted(lifetimes.items()))
     alignment = math.gcd(*(p.align[t] for t in lifetimes)) if lifetimes else 1

@@ -20,6 +20,7 @@ from vmcu.errors import PlanError
 from vmcu.ir.graph import DTYPE_BYTES, NO_TENSOR, Graph, Op
 from vmcu.ir.params import op_params
 from vmcu.plan.segment import SegmentPlan
+from vmcu.plan.segment_gap import stages_units
 
 NEVER = np.iinfo(np.int64).max
 WINDOWED = ("CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "MAX_POOL_2D")
@@ -59,8 +60,8 @@ def _check_structure(graph: Graph, splan: SegmentPlan, where: str) -> dict[int, 
     bases = {}
     for p in splan.plan.placements:
         if not 0 <= p.offset < pool or p.size_bytes != graph.tensors[p.tensor].nbytes or p.size_bytes > pool:
-            raise PlanError(f"{where}: {_name(graph, p.tensor)} at {p.offset} ({p.size_bytes} B) does not fit "
-                            f"the pool of {pool} B")
+            raise PlanError(f"{where}: {_name(graph, p.tensor)} at {p.offset} ({p.size_bytes} B) does not "
+                            f"fit the pool of {pool} B")
         bases[p.tensor] = p.offset
     if tuple(s.op for s in splan.steps) != tuple(splan.plan.order):
         raise PlanError(f"{where}: steps do not follow the plan's order")
@@ -69,14 +70,16 @@ def _check_structure(graph: Graph, splan: SegmentPlan, where: str) -> dict[int, 
         touched = [t for t in op.inputs + op.outputs if t != NO_TENSOR and not graph.tensors[t].is_const]
         missing = [t for t in touched if t not in bases and graph.tensors[t].nbytes > 0]
         if missing:
-            raise PlanError(f"{where}: op {op.index} {op.type} uses {_name(graph, missing[0])}, which is not placed")
+            raise PlanError(f"{where}: op {op.index} {op.type} uses {_name(graph, missing[0])}, which is not "
+                            "placed")
         seg = s.segment_bytes
         if seg <= 0 or pool % seg or s.pool_bytes != pool:
-            raise PlanError(f"{where}: op {op.index} {op.type}: segment {seg} B does not divide the pool {pool} B")
+            raise PlanError(f"{where}: op {op.index} {op.type}: segment {seg} B does not divide the pool "
+                            f"{pool} B")
         for t in touched:
             if t in bases and bases[t] % seg:
-                raise PlanError(f"{where}: op {op.index} {op.type}: {_name(graph, t)} at {bases[t]} is not on a "
-                                f"{seg} B segment boundary")
+                raise PlanError(f"{where}: op {op.index} {op.type}: {_name(graph, t)} at {bases[t]} is not "
+                                f"on a {seg} B segment boundary")
         recorded = dict(zip(s.inputs, s.input_bases, strict=True)) | {s.output: s.output_base}
         if any(bases.get(t, -1) != b for t, b in recorded.items() if t != NO_TENSOR and t in bases):
             raise PlanError(f"{where}: op {op.index} {op.type}: step bases disagree with the placements")
@@ -96,7 +99,8 @@ def _sources(graph: Graph, op: Op, t: int) -> tuple[np.ndarray, np.ndarray]:
     if op.type == "MEAN":
         axes = op_params(graph, op).axes
         kept = [i for i in range(len(inp.shape)) if i not in axes]
-        out_elem = np.ravel_multi_index([in_idx[i] for i in kept], [inp.shape[i] for i in kept]) if kept else 0
+        out_elem = (np.ravel_multi_index([in_idx[i] for i in kept], [inp.shape[i] for i in kept]) if kept
+                    else 0)
         return np.arange(inp.size), np.broadcast_to(out_elem, (inp.size,))
     if op.type == "PAD":
         pads = op_params(graph, op).paddings
@@ -114,7 +118,10 @@ def _sources(graph: Graph, op: Op, t: int) -> tuple[np.ndarray, np.ndarray]:
 def access_pattern(graph: Graph, op: Op) -> tuple[dict[int, Runs], Runs]:
     """Every read (per input tensor) and write of the op's segment kernel as (step, offset, length) runs.
 
-    Ops without a segment kernel write at step 0 and read at step 1: their output may not overlap.
+    A step stores one unit: an output pixel or row, or the output's last axis; a single element for the
+    elementwise kernels that do not stage units (`stages_units`), which read an element and store its
+    result before the next. Ops without a segment kernel write at step 0 and read at step 1: their
+    output may not overlap.
     """
     out = graph.tensors[op.outputs[0]]
     eo = DTYPE_BYTES[out.dtype]
@@ -130,7 +137,7 @@ def access_pattern(graph: Graph, op: Op) -> tuple[dict[int, Runs], Runs]:
         return ({inp.index: (rows, rows * depth * ei, np.full(len(rows), depth * ei))},
                 (rows, rows * unit, np.full(len(rows), unit)))
     if op.type in ELEMENTWISE:
-        unit = out.shape[-1] if out.shape else 1
+        unit = (out.shape[-1] if out.shape else 1) if stages_units(graph, op) else 1
         reads = {}
         for t in inputs:
             src, dst = _sources(graph, op, t)
@@ -138,8 +145,8 @@ def access_pattern(graph: Graph, op: Op) -> tuple[dict[int, Runs], Runs]:
             reads[t] = (dst // unit, src * ei, np.full(len(src), ei))
         steps = np.arange(out.size // unit)
         return reads, (steps, steps * unit * eo, np.full(len(steps), unit * eo))
-    one = np.ones(1, dtype=np.int64)
-    return ({t: (one, 0 * one, graph.tensors[t].nbytes * one) for t in inputs}, (0 * one, 0 * one, out.nbytes * one))
+    one, zero = np.ones(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
+    return {t: (one, zero, graph.tensors[t].nbytes * one) for t in inputs}, (zero, zero, out.nbytes * one)
 
 
 def _windowed(graph: Graph, op: Op) -> tuple[dict[int, Runs], Runs]:
@@ -198,8 +205,8 @@ def _range_min(table: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     some = hi > lo
     span = (hi - lo)[some]
     j = np.floor(np.log2(np.maximum(span, 1))).astype(np.int64)
-    l, h = lo[some], hi[some]
-    out[some] = np.minimum(table[j, l], table[j, h - (1 << j)])
+    start, stop = lo[some], hi[some]
+    out[some] = np.minimum(table[j, start], table[j, stop - (1 << j)])
     return out
 
 

@@ -24,7 +24,6 @@ for single-step kernels that stage their unit (see `op_schedule`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,7 +40,7 @@ NO_READ = np.iinfo(np.int64).max  # `low` of a step that reads nothing from an i
 
 @dataclass(frozen=True)
 class WindowGeometry:
-    """The addressing of a windowed op on NHWC int tensors; byte sizes per element in `in_bytes`/`out_bytes`."""
+    """The addressing of a windowed op on NHWC tensors; `in_bytes`/`out_bytes` are bytes per element."""
 
     batches: int
     in_h: int
@@ -315,8 +314,8 @@ def default_segment_bytes(graph: Graph, op: Op) -> int:
     if op.type == "FULLY_CONNECTED":
         k = graph.tensors[op.inputs[1]].shape[1]
         return min(k * element_bytes(graph.tensors[op.inputs[0]]), unit_bytes(graph, op))
-    sizes = [_last_axis(out) * element_bytes(out)]
-    sizes += [_last_axis(graph.tensors[t]) * element_bytes(graph.tensors[t]) for t in activation_inputs(graph, op)]
+    tensors = [out] + [graph.tensors[t] for t in activation_inputs(graph, op)]
+    sizes = [_last_axis(t) * element_bytes(t) for t in tensors]
     return max(1, min(sizes))
 
 

@@ -1,7 +1,8 @@
 """Execute a segment plan on a flat circular byte pool with the NumPy reference kernels.
 
 This is the ground truth the checker stands in for, before any C exists: every op's output is stored
-unit by unit (the output's last axis: one pixel, one FC row, one softmax row), in row-major order, at
+unit by unit (the output's last axis: one pixel, one FC row, one softmax row; one element for the
+elementwise kernels that store each result directly, see `stages_units`), in row-major order, at
 `(output base + t * unit) mod pool`, and unit t is computed from the pool exactly as it is just before
 that store. Whatever the kernel reads for unit t therefore includes every overwrite by earlier units and
 earlier ops, and nothing here knows which bytes a unit reads: if a plan's gap is too small, the outputs
@@ -21,6 +22,7 @@ from vmcu.frontend.tflite import NUMPY_DTYPES
 from vmcu.ir.graph import DTYPE_BYTES, NO_TENSOR, Graph, Tensor
 from vmcu.ir.params import op_params
 from vmcu.plan.segment import SegmentPlan
+from vmcu.plan.segment_gap import stages_units
 from vmcu.reference.kernels import REFERENCE_KERNELS
 
 UNIT_BY_UNIT = ("CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "MAX_POOL_2D", "FULLY_CONNECTED", "ADD",
@@ -45,7 +47,8 @@ class Pool:
         self.data[self._addr(base, raw.size)] = raw
 
 
-def simulate_segment_plan(graph: Graph, splan: SegmentPlan, inputs: list[np.ndarray]) -> dict[int, np.ndarray]:
+def simulate_segment_plan(graph: Graph, splan: SegmentPlan,
+                          inputs: list[np.ndarray]) -> dict[int, np.ndarray]:
     """Run `graph` in the plan's pool. Returns each op output as read back right after its op, and each
     graph output as read back at the end (what an application would find there)."""
     bases = splan.plan.offsets()
@@ -61,7 +64,8 @@ def simulate_segment_plan(graph: Graph, splan: SegmentPlan, inputs: list[np.ndar
             raise UnsupportedOpError(f"op {op.index}: operator {op.type} is not supported")
         params = op_params(graph, op)
         out = graph.tensors[op.outputs[0]]
-        unit = (out.shape[-1] if out.shape else 1) * DTYPE_BYTES[out.dtype]
+        row = (out.shape[-1] if out.shape else 1) if stages_units(graph, op) else 1
+        unit = row * DTYPE_BYTES[out.dtype]
         if op.type not in UNIT_BY_UNIT or unit == 0:
             unit = max(out.nbytes, 1)
         seen: list[np.ndarray] | None = None

@@ -63,9 +63,9 @@ def _tflm_plan(graph: Graph) -> MemoryPlan:
 
 
 def _tflm_offsets_plan(graph: Graph) -> MemoryPlan:
-    """TFLM's offsets with this strategy's tighter sizes: never above TFLM's head, whatever the search finds.
+    """TFLM's offsets with this strategy's tighter sizes, so the result never exceeds TFLM's head.
 
-    Variables, which TFLM keeps outside the head, go above the planned bytes.
+    (Variables, which TFLM keeps outside its head, go above the planned bytes, as in the "tflm" plan.)
     """
     plan = _tflm_plan(graph)
     return _make_plan(graph, "tensor", plan.order, compute_lifetimes(graph, plan.order), plan.offsets(),

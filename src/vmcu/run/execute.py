@@ -136,16 +136,7 @@ def build_program(
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         list(pool.map(compile_one, zip(all_sources, objects, strict=True)))
     script = out_dir / "link.ld"
-    template = Template((toolchain.SUPPORT_DIR / "link_cm.ld.in").read_text())
-    script.write_text(
-        template.substitute(
-            flash_origin=hex(board.flash_origin),
-            flash_size=board.flash_bytes,
-            ram_origin=hex(board.ram_origin),
-            ram_size=board.ram_bytes,
-            stack_size=stack_bytes,
-        )
-    )
+    script.write_text(render_link_script(board, stack_bytes))
     binary = out_dir / "program.elf"
     link = [
         gcc,
@@ -165,6 +156,18 @@ def build_program(
             raise BuildError(_overflow_message(board, overflows, objects, stack_bytes))
         raise BuildError(f"linking for {target.name} failed:\n{_tail(done.stderr)}")
     return binary
+
+
+def render_link_script(board: Board, stack_bytes: int = DEFAULT_STACK_BYTES) -> str:
+    """The linker script for a board: its flash and RAM sizes are the limits the link enforces."""
+    template = Template((toolchain.SUPPORT_DIR / "link_cm.ld.in").read_text())
+    return template.substitute(
+        flash_origin=hex(board.flash_origin),
+        flash_size=board.flash_bytes,
+        ram_origin=hex(board.ram_origin),
+        ram_size=board.ram_bytes,
+        stack_size=stack_bytes,
+    )
 
 
 def _overflow_message(board: Board, overflows: list[tuple[str, str]], objects: list[Path], stack: int) -> str:

@@ -39,10 +39,10 @@ void vmcu_fully_connected_s8(const vmcu_fully_connected_params_t *p, const int8_
                 s0 += col_tail[j] * (w0[j] + p->weights_offset);
                 s1 += col_tail[j] * (w1[j] + p->weights_offset);
             }
-            output[oc] = vmcu_requantize_s8(s0, p->output_multiplier[oc], p->output_shift[oc], p->output_offset,
-                                            p->activation_min, p->activation_max);
-            output[oc1] = vmcu_requantize_s8(s1, p->output_multiplier[oc1], p->output_shift[oc1],
-                                             p->output_offset, p->activation_min, p->activation_max);
+            output[oc] = (int8_t)vmcu_clamp_i32(vmcu_requantize(s0, p->output_multiplier[oc], p->output_shift[oc])
+                                                + p->output_offset, p->activation_min, p->activation_max);
+            output[oc1] = (int8_t)vmcu_clamp_i32(vmcu_requantize(s1, p->output_multiplier[oc1], p->output_shift[oc1])
+                                                 + p->output_offset, p->activation_min, p->activation_max);
         }
     }
 }

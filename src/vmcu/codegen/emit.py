@@ -1,0 +1,290 @@
+"""Graph + MemoryPlan -> standalone C: one static arena, weights as const arrays, one kernel call per op.
+
+The arena holds the plan's `peak_bytes` followed by the largest scratch any kernel needs (4-byte
+aligned), between guard words that `<model>_run()` checks after the last op, so a stray write just
+outside the arena is caught at run time. The generated API follows TFLM's shape: write inputs through
+`<model>_input(i)`, call `<model>_run()`, read `<model>_output(i)`; `<model>_invoke()` wraps the three.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from vmcu.errors import BuildError
+from vmcu.ir.graph import NO_TENSOR, Graph, Tensor
+from vmcu.ir.params import op_params
+from vmcu.kernels import kernel_binding
+from vmcu.kernels.cparams import KernelBinding, c_definition
+from vmcu.plan.plan import MemoryPlan
+
+C_TYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "float32": "float", "uint8": "uint8_t"}
+GUARD_WORDS = 4
+GUARD_PATTERN = 0xA5C3E1F0
+SCRATCH_ALIGN = 4
+
+
+@dataclass(frozen=True)
+class CProgram:
+    """The generated sources and the memory figures they commit to."""
+
+    name: str
+    files: dict[str, str]
+    variant: str
+    plan_bytes: int
+    scratch_offset: int
+    scratch_bytes: int
+    arena_bytes: int
+    input_bytes: tuple[int, ...]
+    output_bytes: tuple[int, ...]
+    order: tuple[int, ...]
+
+
+def c_identifier(name: str) -> str:
+    """A model name as a C identifier prefix (file names of the shared models contain '__' and dashes)."""
+    ident = re.sub(r"\W+", "_", name).strip("_").lower() or "model"
+    return ident if not ident[0].isdigit() else f"m_{ident}"
+
+
+def emit_c(graph: Graph, plan: MemoryPlan, *, variant: str = "ref", name: str | None = None) -> CProgram:
+    """Generate `<name>.h`, `<name>.c` and a test harness `main.c` for the plan's execution order."""
+    name = c_identifier(name or graph.name)
+    offsets = plan.offsets()
+    aliases = dict(plan.aliases)
+    bindings: dict[int, KernelBinding] = {}
+    for op_index in plan.order:
+        op = graph.ops[op_index]
+        if op.outputs[0] in aliases:
+            continue
+        bindings[op_index] = kernel_binding(op.type, op_params(graph, op), variant)
+    scratch = max((b.scratch_bytes for b in bindings.values()), default=0)
+    scratch_offset = -(-plan.peak_bytes // SCRATCH_ALIGN) * SCRATCH_ALIGN if scratch else plan.peak_bytes
+    arena_bytes = scratch_offset + scratch
+    for t in list(graph.inputs) + list(graph.outputs):
+        if t not in offsets:
+            raise BuildError(f"{graph.name}: the plan does not place graph input/output tensor {t}")
+
+    constants: dict[int, str] = {}
+    calls: list[str] = []
+    params: list[str] = []
+    for op_index in plan.order:
+        op = graph.ops[op_index]
+        if op_index not in bindings:
+            calls.append(f"    /* op {op_index} {op.type}: output aliases its input, nothing to do */\n")
+            continue
+        b = bindings[op_index]
+        pname = f"op{op_index}_params"
+        params.append(c_definition(b, pname))
+        args = [_arg(graph, op.inputs, op.outputs, role, offsets, constants, scratch_offset if b.scratch_bytes
+                     else None, op_index) for role in b.args]
+        prelude = ""
+        if "inputs" in b.args:
+            ptrs = ", ".join(_tensor_ptr(graph.tensors[i], offsets, constants, const=True) for i in op.inputs)
+            prelude = f"        const int8_t *const op{op_index}_inputs[] = {{{ptrs}}};\n"
+        calls.append(f"    vmcu_mark({op_index});\n    {{\n{prelude}        {b.symbol}(&{pname}, "
+                     f"{', '.join(args)});\n    }}\n" if prelude else
+                     f"    vmcu_mark({op_index});\n    {b.symbol}(&{pname}, {', '.join(args)});\n")
+
+    header = _header(graph, name, arena_bytes)
+    source = _source(graph, plan, name, constants, params, calls, arena_bytes, offsets)
+    return CProgram(
+        name=name, files={f"{name}.h": header, f"{name}.c": source, "main.c": _main(graph, name)},
+        variant=variant, plan_bytes=plan.peak_bytes, scratch_offset=scratch_offset, scratch_bytes=scratch,
+        arena_bytes=arena_bytes, input_bytes=tuple(graph.tensors[i].nbytes for i in graph.inputs),
+        output_bytes=tuple(graph.tensors[i].nbytes for i in graph.outputs), order=plan.order)
+
+
+def _arg(graph: Graph, inputs: tuple[int, ...], outputs: tuple[int, ...], role: str, offsets: dict[int, int],
+         constants: dict[int, str], scratch_offset: int | None, op_index: int) -> str:
+    if role == "output":
+        return _tensor_ptr(graph.tensors[outputs[0]], offsets, constants, const=False)
+    if role == "scratch":
+        return "NULL" if scratch_offset is None else f"ARENA + {scratch_offset}"
+    if role == "inputs":
+        return f"op{op_index}_inputs"
+    n = int(role.removeprefix("input"))
+    if n >= len(inputs) or inputs[n] == NO_TENSOR:
+        return "NULL"
+    return _tensor_ptr(graph.tensors[inputs[n]], offsets, constants, const=True)
+
+
+def _tensor_ptr(t: Tensor, offsets: dict[int, int], constants: dict[int, str], *, const: bool) -> str:
+    """The C expression for a tensor's data: a flash array for constants, else its arena address."""
+    if t.is_const:
+        constants[t.index] = f"const_t{t.index}"
+        return constants[t.index]
+    ctype = C_TYPES[t.dtype]
+    qual = "const " if const else ""
+    if ctype == "int8_t":
+        return f"ARENA + {offsets[t.index]}"
+    return f"({qual}{ctype} *)(void *)(ARENA + {offsets[t.index]})"
+
+
+def _const_array(t: Tensor, symbol: str) -> str:
+    """A constant tensor as a C array in flash, aligned for word loads of the DSP kernels."""
+    assert t.data is not None
+    ctype = C_TYPES.get(t.dtype)
+    if ctype is None:
+        raise BuildError(f"constant tensor {t.index} '{t.name}' of {t.dtype} has no C type")
+    flat = np.asarray(t.data).reshape(-1)
+    if t.dtype == "float32":
+        items = [repr(float(v)) + "f" for v in flat]
+    elif t.dtype == "int32":
+        items = ["(-2147483647 - 1)" if int(v) == -2**31 else str(int(v)) for v in flat]
+    else:
+        items = [str(int(v)) for v in flat]
+    lines = [", ".join(items[i:i + 24]) for i in range(0, len(items), 24)] or ["0"]
+    body = ",\n    ".join(lines)
+    return (f"/* tensor {t.index} '{t.name}' {list(t.shape)} */\n"
+            f"static const {ctype} {symbol}[{max(len(items), 1)}] __attribute__((aligned(4))) = {{\n"
+            f"    {body}\n}};\n")
+
+
+def _io_ctype(graph: Graph, index: int) -> str:
+    return C_TYPES[graph.tensors[index].dtype]
+
+
+def _header(graph: Graph, name: str, arena_bytes: int) -> str:
+    ins = ", ".join(f"const {_io_ctype(graph, i)} *input{k}" for k, i in enumerate(graph.inputs))
+    outs = ", ".join(f"{_io_ctype(graph, i)} *output{k}" for k, i in enumerate(graph.outputs))
+    guard = f"{name.upper()}_H"
+    return f"""/* Generated by vmcu for model '{graph.name}'. */
+#ifndef {guard}
+#define {guard}
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define {name.upper()}_ARENA_BYTES {arena_bytes}u
+#define {name.upper()}_NUM_INPUTS {len(graph.inputs)}
+#define {name.upper()}_NUM_OUTPUTS {len(graph.outputs)}
+
+/* Bytes of the static arena (activations + kernel scratch); guard words excluded. */
+extern const uint32_t {name}_arena_bytes;
+
+/* Where input i lives in the arena: write it there before {name}_run(). */
+void *{name}_input(int i);
+size_t {name}_input_bytes(int i);
+/* Where output i lives after {name}_run(). */
+const void *{name}_output(int i);
+size_t {name}_output_bytes(int i);
+
+/* Runs every op; returns 0, or -1 if a guard word around the arena was overwritten. */
+int {name}_run(void);
+
+/* Copies the inputs in, runs, copies the outputs out; returns what {name}_run() returns. */
+int {name}_invoke({ins}, {outs});
+
+#endif /* {guard} */
+"""
+
+
+def _source(graph: Graph, plan: MemoryPlan, name: str, constants: dict[int, str], params: list[str],
+            calls: list[str], arena_bytes: int, offsets: dict[int, int]) -> str:
+    words = -(-arena_bytes // 4)
+    const_defs = "\n".join(_const_array(graph.tensors[i], sym) for i, sym in sorted(constants.items()))
+
+    def table(indices: tuple[int, ...], what: str) -> str:
+        return ", ".join(str(getattr(graph.tensors[i], what) if what == "nbytes" else offsets[i])
+                         for i in indices)
+
+    ins = ", ".join(f"const {_io_ctype(graph, i)} *input{k}" for k, i in enumerate(graph.inputs))
+    outs = ", ".join(f"{_io_ctype(graph, i)} *output{k}" for k, i in enumerate(graph.outputs))
+    copy_in = "".join(f"    memcpy({name}_input({k}), input{k}, {graph.tensors[i].nbytes});\n"
+                      for k, i in enumerate(graph.inputs))
+    copy_out = "".join(f"    memcpy(output{k}, {name}_output({k}), {graph.tensors[i].nbytes});\n"
+                       for k, i in enumerate(graph.outputs))
+    return f"""/* Generated by vmcu for model '{graph.name}': strategy {plan.strategy}, plan {plan.peak_bytes} B,
+ * arena {arena_bytes} B, {len(plan.order)} ops. */
+#include <string.h>
+
+#include "vmcu_kernels.h"
+#include "{name}.h"
+
+/* Overridden by the platform's profiler; a no-op when the model is linked into other firmware. */
+__attribute__((weak)) void vmcu_mark(int region) {{ (void)region; }}
+
+/* The whole SRAM working set: guard words, {arena_bytes} bytes of arena, guard words. */
+static uint32_t {name}_arena[{GUARD_WORDS} + {words} + {GUARD_WORDS}] __attribute__((aligned(16)));
+#define ARENA ((int8_t *)(void *)&{name}_arena[{GUARD_WORDS}])
+const uint32_t {name}_arena_bytes = {arena_bytes}u;
+
+static const uint32_t input_offsets[] = {{{table(graph.inputs, "offset")}}};
+static const uint32_t input_sizes[] = {{{table(graph.inputs, "nbytes")}}};
+static const uint32_t output_offsets[] = {{{table(graph.outputs, "offset")}}};
+static const uint32_t output_sizes[] = {{{table(graph.outputs, "nbytes")}}};
+
+{const_defs}
+{"".join(params)}
+void *{name}_input(int i) {{ return ARENA + input_offsets[i]; }}
+size_t {name}_input_bytes(int i) {{ return input_sizes[i]; }}
+const void *{name}_output(int i) {{ return ARENA + output_offsets[i]; }}
+size_t {name}_output_bytes(int i) {{ return output_sizes[i]; }}
+
+static void set_guards(void) {{
+    for (int k = 0; k < {GUARD_WORDS}; k++) {{
+        {name}_arena[k] = 0x{GUARD_PATTERN:08X}u;
+        {name}_arena[{GUARD_WORDS} + {words} + k] = 0x{GUARD_PATTERN:08X}u;
+    }}
+}}
+
+static int guards_intact(void) {{
+    for (int k = 0; k < {GUARD_WORDS}; k++) {{
+        if ({name}_arena[k] != 0x{GUARD_PATTERN:08X}u ||
+            {name}_arena[{GUARD_WORDS} + {words} + k] != 0x{GUARD_PATTERN:08X}u) {{
+            return 0;
+        }}
+    }}
+    return 1;
+}}
+
+int {name}_run(void) {{
+    set_guards();
+{"".join(calls)}    vmcu_mark(-1);
+    return guards_intact() ? 0 : -1;
+}}
+
+int {name}_invoke({ins}, {outs}) {{
+{copy_in}    int status = {name}_run();
+{copy_out}    return status;
+}}
+"""
+
+
+def _main(graph: Graph, name: str) -> str:
+    """The harness: the input blob is every input's bytes back to back; single inputs go straight
+    into the arena, several are read into one buffer first (the blob has a single read call)."""
+    if len(graph.inputs) == 1:
+        read = f"""    if (vmcu_read_input({name}_input(0), {name}_input_bytes(0)) != {name}_input_bytes(0)) {{
+        vmcu_fail("input: wrong number of bytes");
+    }}
+"""
+        buf = ""
+    else:
+        total = sum(graph.tensors[i].nbytes for i in graph.inputs)
+        buf = f"static uint8_t blob[{total}];\n"
+        split, at = "", 0
+        for k, i in enumerate(graph.inputs):
+            split += f"    memcpy({name}_input({k}), blob + {at}, {name}_input_bytes({k}));\n"
+            at += graph.tensors[i].nbytes
+        read = f"""    if (vmcu_read_input(blob, sizeof blob) != sizeof blob) {{
+        vmcu_fail("input: wrong number of bytes");
+    }}
+{split}"""
+    writes = "".join(f"    vmcu_write_output({name}_output({k}), {name}_output_bytes({k}));\n"
+                     for k in range(len(graph.outputs)))
+    return f"""/* Test harness generated by vmcu: input blob -> {name}_run() -> output blob. */
+#include <string.h>
+
+#include "vmcu_platform.h"
+#include "{name}.h"
+
+{buf}int vmcu_main(void) {{
+{read}    if ({name}_run() != 0) {{
+        vmcu_fail("a guard word around the arena was overwritten");
+    }}
+{writes}    return 0;
+}}
+"""
