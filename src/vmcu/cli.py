@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from vmcu import __version__, driver
@@ -69,7 +70,8 @@ def _inspect_text(p: dict[str, Any]) -> str:
               for t in tensors]
     head = (f"model {p['model']}  sha256 {p['sha256'][:12]}\n"
             f"{len(p['ops'])} ops, {len(tensors)} tensors, {fmt_bytes(p['macs'])} MACs, "
-            f"weights {fmt_bytes(p['weight_bytes'])} B, layer-wise peak {fmt_bytes(p['layer_peak_bytes'])} B, "
+            f"weights {fmt_bytes(p['weight_bytes'])} B, "
+            f"layer-wise peak {fmt_bytes(p['layer_peak_bytes'])} B, "
             f"{'supported' if p['supported'] else 'NOT supported'}")
     return "\n\n".join([
         head,
@@ -92,7 +94,7 @@ def _plan_text(p: dict[str, Any]) -> str:
     for step in p["steps"]:
         live = sorted(step["live"], key=lambda t: t["offset"])
         labels = [(t["offset"], t["size_bytes"], chr(ord("a") + k % 26)) for k, t in enumerate(live)]
-        where = ", ".join(f"{chr(ord('a') + k % 26)}=t{t['tensor']}@{t['offset']}" for k, t in enumerate(live))
+        where = ", ".join(f"{lab[2]}=t{t['tensor']}@{t['offset']}" for lab, t in zip(labels, live, strict=True))
         rows.append([step["op"], step["type"], fmt_bytes(step["live_bytes"]),
                      memory_bar(step["live_bytes"], peak, 24), offset_map(labels, peak, 32), where])
     head = (f"strategy {p['strategy']}: peak {fmt_bytes(peak)} B, layer-wise lower bound "
@@ -120,6 +122,111 @@ def _check_text(p: dict[str, Any]) -> str:
             f"'{m['tensor_name']}' index {m['index']}: TFLM {m['expected']}, vmcu {m['got']}")
 
 
+def _cache_dir() -> Path:
+    from vmcu.run.toolchain import cache_dir
+
+    return cache_dir() / "models"
+
+
+def _target_and_board(args: argparse.Namespace) -> tuple[Any, Any]:
+    from vmcu.targets import get_board, get_target
+
+    target = get_target(args.target)
+    board = get_board(args.board) if args.board else None
+    if board is not None and target.is_host:
+        raise VmcuError("--board applies to cortex-m4/cortex-m7 targets, not host")
+    return target, board
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from vmcu.run.verify import build_compiled
+
+    target, board = _target_and_board(args)
+    path = driver.resolve_model(args.model, _cache_dir())
+    graph = driver.load_model(path)
+    kernels = args.kernels or driver.default_kernels(target)
+    plan, program = driver.compile_graph(graph, args.strategy, kernels)
+    out = Path(args.output)
+    with _status(args, f"building {graph.name} for {target.name}"):
+        build_compiled(program, target, board, out)
+    payload = {"model": str(path), "target": target.name, "board": board.name if board else None,
+               "strategy": plan.strategy, "kernels": kernels, "plan_bytes": program.plan_bytes,
+               "scratch_bytes": program.scratch_bytes, "arena_bytes": program.arena_bytes,
+               "project": str(out / "src"), "binary_dir": str(out / "build")}
+    _emit(args, payload, lambda p: (
+        f"wrote {p['project']} ({graph.name}, {p['strategy']} plan, {p['kernels']} kernels); "
+        f"arena {fmt_bytes(p['arena_bytes'])} B = plan {fmt_bytes(p['plan_bytes'])} B + scratch "
+        f"{fmt_bytes(p['scratch_bytes'])} B; built in {p['binary_dir']}; "
+        f"rebuild with make -C {p['project']}"))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from vmcu.plan.tensor import plan_tensors
+    from vmcu.reference.executor import random_inputs
+    from vmcu.run.verify import build_compiled, verify_program
+
+    target, board = _target_and_board(args)
+    path = driver.resolve_model(args.model, _cache_dir())
+    graph = driver.load_model(path)
+    kernels = args.kernels or driver.default_kernels(target)
+    plan, program = driver.compile_graph(graph, args.strategy, kernels)
+    with tempfile.TemporaryDirectory(prefix="vmcu-run-") as tmp:
+        work = Path(args.work_dir) if args.work_dir else Path(tmp)
+        with _status(args, f"building {graph.name} for {target.name}"):
+            binary = build_compiled(program, target, board, work, sanitize=target.is_host)
+        with _status(args, f"running {args.inputs} input(s) on {target.name}"):
+            report = verify_program(graph, program, binary, target, board,
+                                    random_inputs(graph, args.inputs, args.seed))
+    payload = {"model": str(path), "sha256": driver.model_sha256(path), "strategy": plan.strategy,
+               "macs": graph_macs(graph), "lower_bound_bytes": plan.lower_bound_bytes,
+               "tflm_head_bytes": plan_tensors(graph, strategy="tflm").peak_bytes, **report.to_json()}
+    _emit(args, payload, _run_text)
+    return 0 if report.bit_exact else 1
+
+
+def _run_text(p: dict[str, Any]) -> str:
+    lines = [
+        f"model {p['model']} (sha256 {p['sha256'][:12]}), {fmt_bytes(p['macs'])} MACs",
+        f"target {p['target']}, board {p['board']}, {p['kernels']} kernels, strategy {p['strategy']}",
+        "",
+        format_table(["memory", "bytes"], [
+            ["TFLM planner head (no tail)", fmt_bytes(p["tflm_head_bytes"])],
+            ["layer-wise lower bound", fmt_bytes(p["lower_bound_bytes"])],
+            ["vmcu plan", fmt_bytes(p["plan_bytes"])],
+            ["kernel scratch", fmt_bytes(p["scratch_bytes"])],
+            ["arena (plan + scratch)", fmt_bytes(p["arena_bytes"])],
+            ["RAM of the image (.data+.bss)", "-" if p["ram_bytes"] is None else fmt_bytes(p["ram_bytes"])],
+            ["flash of the image", "-" if p["flash_bytes"] is None else fmt_bytes(p["flash_bytes"])],
+        ], right=(1,)),
+    ]
+    if p["instructions"] is not None:
+        rows = [[c["op"], c["type"], fmt_bytes(c["macs"]), fmt_bytes(c["instructions"]),
+                 f"{c['instructions'] / c['macs']:.2f}" if c["macs"] else "", fmt_bytes(c["cycles"])]
+                for c in p["per_op"]]
+        per_mac = p["instructions"] / p["macs"] if p["macs"] else 0.0
+        lines += ["", f"instructions {fmt_bytes(p['instructions'])} ({per_mac:.2f} per MAC), "
+                      f"estimated Cortex-M4 cycles {fmt_bytes(p['cycles_estimate'])}", "",
+                  format_table(["op", "type", "MACs", "instructions", "instr/MAC", "M4 cycles"], rows,
+                               right=(0, 2, 3, 4, 5))]
+    verdict = (f"bit-exact: every output byte equals the reference executor on {p['inputs']} random input(s)"
+               if p["bit_exact"] else f"MISMATCH: {p['mismatches'][0]}")
+    return "\n".join(lines + ["", verdict])
+
+
+def _status(args: argparse.Namespace, message: str) -> Any:
+    """A spinner on stderr for the slow steps (build, emulation), silent with --json or without a tty."""
+    import contextlib
+
+    if args.json or not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    from rich.console import Console
+
+    return Console(stderr=True).status(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vmcu", description="Fit int8 TFLite models into MCU SRAM.")
     parser.add_argument("--version", action="version", version=f"vmcu {__version__}")
@@ -143,6 +250,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_check)
+
+    for name, func, help_text in (
+        ("compile", cmd_compile, "generate the C project (and build it to prove it fits the board)"),
+        ("run", cmd_run, "compile, build, run on the target, compare every output byte with the reference"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("model", nargs="?", default=None,
+                       help=f"a .tflite file or a built-in model (default {driver.DEFAULT_MODEL})")
+        p.add_argument("--target", default="host", help="host, cortex-m4 or cortex-m7 (default host)")
+        p.add_argument("--board", default=None,
+                       help="stm32f411, stm32f412, stm32f746, stm32f767 or stm32h743: link-time SRAM/flash "
+                            "limits (default: QEMU's whole memory)")
+        p.add_argument("--strategy", default="tensor", choices=driver.STRATEGIES)
+        p.add_argument("--kernels", default=None, choices=driver.KERNEL_VARIANTS,
+                       help="kernel variant (default: arm on Cortex-M, ref on host)")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        if name == "compile":
+            p.add_argument("-o", "--output", required=True, help="directory for the C project")
+        else:
+            p.add_argument("--inputs", type=int, default=1, help="number of random inputs (default 1)")
+            p.add_argument("--seed", type=int, default=0)
+            p.add_argument("--work-dir", default=None, help="keep the generated project and binary here")
+        p.set_defaults(func=func)
     return parser
 
 

@@ -6,18 +6,47 @@ Each function here composes pure stages; the CLI and the benchmarks call these a
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vmcu.errors import PlanError
+from vmcu.errors import ModelError, PlanError
 from vmcu.frontend.tflite import read_tflite
 from vmcu.ir.graph import Graph
 from vmcu.support import check_supported
 
 if TYPE_CHECKING:
+    from vmcu.codegen.emit import CProgram
     from vmcu.plan.plan import MemoryPlan
+    from vmcu.targets import Target
 
 STRATEGIES = ("tensor", "tflm")
+KERNEL_VARIANTS = ("ref", "arm")
+DEFAULT_MODEL = "mobilenetv2-0.35-96"
+_BUILTIN = re.compile(r"mobilenetv2-(\d+(?:\.\d+)?)-(\d+)")
+
+
+def builtin_model(name: str, cache_dir: Path) -> Path:
+    """Write a builder-made model ("mobilenetv2-<width>-<resolution>") as .tflite: examples need no file."""
+    m = _BUILTIN.fullmatch(name)
+    if m is None:
+        raise ModelError(f"{name}: no such file, and not a built-in model (e.g. {DEFAULT_MODEL})")
+    path = cache_dir / f"{name}.tflite"
+    if not path.exists():
+        from vmcu.frontend.models import mobilenet_v2
+        from vmcu.frontend.writer import write_tflite_file
+
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        write_tflite_file(mobilenet_v2(float(m.group(1)), int(m.group(2))), path)
+    return path
+
+
+def resolve_model(model: str | None, cache_dir: Path) -> Path:
+    """A model argument as a file path: an existing file, or a built-in model written on demand."""
+    model = model or DEFAULT_MODEL
+    if Path(model).exists() or not _BUILTIN.fullmatch(model):
+        return Path(model)
+    return builtin_model(model, cache_dir)
 
 
 def load_model(path: str | Path, *, require_supported: bool = True) -> Graph:
@@ -42,3 +71,18 @@ def plan_memory(graph: Graph, strategy: str = "tensor") -> MemoryPlan:
     plan = plan_tensors(graph, strategy=strategy)
     check_tensor_plan(graph, plan)
     return plan
+
+
+def default_kernels(target: Target) -> str:
+    """DSP kernels on Cortex-M, portable C on the host (the DSP intrinsics exist only for Arm)."""
+    return "ref" if target.is_host else "arm"
+
+
+def compile_graph(graph: Graph, strategy: str, kernels: str) -> tuple[MemoryPlan, CProgram]:
+    """Plan (checked) and generate C for one graph."""
+    from vmcu.codegen.emit import emit_c
+
+    if kernels not in KERNEL_VARIANTS:
+        raise PlanError(f"unknown kernel variant '{kernels}'; choose one of {', '.join(KERNEL_VARIANTS)}")
+    plan = plan_memory(graph, strategy)
+    return plan, emit_c(graph, plan, variant=kernels)
