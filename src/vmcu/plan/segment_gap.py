@@ -5,8 +5,10 @@ is an output pixel (all channels) for CONV_2D, DEPTHWISE_CONV_2D, AVERAGE/MAX_PO
 (batch) for FULLY_CONNECTED; the output's last axis for every other op (one pixel of PAD, ADD, MUL,
 LOGISTIC, QUANTIZE, DEQUANTIZE; one softmax row; one MEAN output row; one RESHAPE row). Step t reads
 every input byte its unit depends on, computes the unit into a workspace and only then stores it at
-output bytes [t*U, (t+1)*U), so the output is written front to back. Input is freed in layout order:
-after step t the bytes below the lowest offset any later step reads are dead.
+output bytes [t*U, (t+1)*U), so the output is written front to back. (Elementwise kernels whose
+output elements are no wider than their input's store each element as soon as it is computed, without
+a workspace; with gap >= 0 that is the same constraint, see `stages_units`.) Input is freed in layout
+order: after step t the bytes below the lowest offset any later step reads are dead.
 
 With the output at `b_out = b_in - gap` (mod pool), the store of step t must not reach an input byte a
 later step reads (paper Eq. 1). The least such gap, for one input of size-U steps, is
@@ -16,7 +18,8 @@ later step reads (paper Eq. 1). The least such gap, for one input of size-U step
 which `enumerated_gap` computes literally. Since (t+1)*U grows with t, the best t for a given t' is
 t'-1, so gap = max(0, max_{t'>=1} (t'*U - low(t'))). For windowed ops t' and low(t') are sums of one
 term per axis, so the max separates into one max per axis; each axis is linear in its index except
-over the padded border (at most ceil(pad/stride) positions), which gives `closed_form_gap`.
+over the padded border (at most ceil(pad/stride) positions), which gives `window_closed_form`; PAD,
+MEAN, FC and elementwise ops separate the same way (`closed_form_gap`).
 TRANSPOSE and CONCATENATION (and any op without a schedule here) have no segment kernel: their output
 may not overlap their inputs at all (`overlap` is False and the gap is the whole output); the same holds
 for single-step kernels that stage their unit (see `op_schedule`).
