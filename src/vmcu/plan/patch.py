@@ -39,9 +39,10 @@ REST_STRATEGIES = ("tensor", "segment")
 
 @dataclass(frozen=True)
 class RestPlan:
-    """The layer-by-layer part after the stage: `graph` is `rest_graph(graph, split)` (its op k is op
-    split + k of the model), planned tensor-level (`plan_tensors`) or segment-level (`plan_segments`).
-    `peak_bytes` is the plan's arena plus, for a segment plan, the kernel workspace outside its pool."""
+    """A graph run layer by layer: the part after a stage (`rest_graph(graph, split)`, whose op k is op
+    split + k of the model) or a whole model, planned tensor-level (`plan_tensors`) or segment-level
+    (`plan_segments`). `peak_bytes` is the plan's arena plus, for a segment plan, the kernel workspace
+    that lives outside its pool."""
 
     strategy: str
     graph: Graph

@@ -365,14 +365,14 @@ def macs_per_pixel(graph: Graph, op_index: int) -> int:
     return op_macs(graph, graph.ops[op_index]) // (out.shape[1] * out.shape[2])
 
 
+def step_tile(graph: Graph, step: StageStep, out: Region) -> OpTile:
+    """A stage op computing `out` of its output: the regions it reads and the padding it adds."""
+    inputs = tuple(TileInput(i.position, i.tensor, *i.map.input_region(out)) for i in step.inputs)
+    return OpTile(step.op, out, inputs, out.area * macs_per_pixel(graph, step.op))
+
+
 def op_tiles(graph: Graph, stage: Stage, outputs: dict[int, Region]) -> tuple[OpTile, ...]:
-    """The stage ops that computing these output regions (tensor -> region) runs, in stage order, each
-    with the regions it reads and the padding it adds; ops with an empty or absent region are left out."""
-    tiles = []
-    for step in stage.steps:
-        out = outputs.get(step.output)
-        if out is None or out.area == 0:
-            continue
-        inputs = tuple(TileInput(i.position, i.tensor, *i.map.input_region(out)) for i in step.inputs)
-        tiles.append(OpTile(step.op, out, inputs, out.area * macs_per_pixel(graph, step.op)))
-    return tuple(tiles)
+    """The stage ops that computing these output regions (tensor -> region) runs, in stage order; ops
+    with an empty or absent region are left out."""
+    return tuple(step_tile(graph, step, outputs[step.output]) for step in stage.steps
+                 if step.output in outputs and outputs[step.output].area > 0)
