@@ -105,7 +105,7 @@ def test_compile_writes_a_project_that_make_builds(tmp_path: Path, capsys: pytes
     out = tmp_path / "proj"
     assert main(["compile", str(MODELS / "mlperftiny__kws_ref_model.tflite"), "--target", "host",
                  "-o", str(out)]) == 0
-    assert "arena 16,000 B" in capsys.readouterr().out
+    assert "= plan 16,000 B + scratch" in capsys.readouterr().out
     project = out / "src"
     assert (project / "mlperftiny_kws_ref_model.h").exists()
     done = subprocess.run(["make", "-C", str(project)], capture_output=True, text=True, check=False)
@@ -120,4 +120,5 @@ def test_run_json_keys(capsys: pytest.CaptureFixture[str]) -> None:
     payload = json.loads(capsys.readouterr().out)
     for key in ("bit_exact", "arena_bytes", "flash_bytes", "instructions", "cycles_estimate", "per_op"):
         assert key in payload
-    assert payload["bit_exact"] is True and payload["arena_bytes"] == 32
+    assert payload["bit_exact"] is True
+    assert payload["arena_bytes"] == payload["plan_bytes"] + payload["scratch_bytes"] and payload["plan_bytes"] == 32

@@ -16,7 +16,7 @@ from vmcu.ir.graph import Graph
 from vmcu.support import check_supported
 
 if TYPE_CHECKING:
-    from vmcu.codegen.emit import CProgram
+    from vmcu.codegen.program import CProgram
     from vmcu.plan.plan import MemoryPlan
     from vmcu.targets import Target
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from vmcu.codegen.emit import CProgram
+from vmcu.codegen.program import CProgram
 from vmcu.kernels import include_dir, kernel_sources
 from vmcu.run.toolchain import SUPPORT_DIR
 from vmcu.targets import Target

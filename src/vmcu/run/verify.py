@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from vmcu.codegen.emit import CProgram
+from vmcu.codegen.program import CProgram
 from vmcu.codegen.project import write_project
 from vmcu.ir.analysis import op_macs
 from vmcu.ir.graph import Graph
