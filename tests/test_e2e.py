@@ -107,7 +107,7 @@ def test_compile_writes_a_project_that_make_builds(tmp_path: Path, capsys: pytes
                  "-o", str(out)]) == 0
     assert "= plan 16,000 B + scratch" in capsys.readouterr().out
     project = out / "src"
-    assert (project / "mlperftiny_kws_ref_model.h").exists()
+    assert (project / "mlperftiny__kws_ref_model.h").exists()
     done = subprocess.run(["make", "-C", str(project)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert (project / "program").exists()
