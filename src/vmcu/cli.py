@@ -81,15 +81,52 @@ def _inspect_text(p: dict[str, Any]) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from vmcu.report.plans import plan_payload
+
     graph = driver.load_model(args.model)
-    plan = driver.plan_memory(graph, args.strategy)
-    payload = {"model": str(args.model), **plan.to_json(), "macs": graph_macs(graph), "checker": "passed"}
+    search = None
+    if args.strategy in ("patch", "stream"):
+        plan, search = driver.search_staged(graph, args.strategy, max_mac_overhead=args.max_mac_overhead,
+                                            rest_strategy=args.rest_strategy)
+    else:
+        plan = driver.plan_memory(graph, args.strategy)
+    payload = {"model": str(args.model), **plan_payload(graph, plan, search), "macs": graph_macs(graph),
+               "checker": "passed"}
+    if search is not None:
+        payload["max_mac_overhead"] = args.max_mac_overhead if args.strategy == "patch" else 0.0
     _emit(args, payload, _plan_text)
     return 0
 
 
 def _plan_text(p: dict[str, Any]) -> str:
     peak = p["peak_bytes"]
+    staged = p["strategy"] in ("patch", "stream")
+    bound = "whole model layer by layer" if staged else "layer-wise lower bound"
+    head = (f"strategy {p['strategy']}: peak {fmt_bytes(peak)} B, {bound} {fmt_bytes(p['lower_bound_bytes'])} B, "
+            f"{fmt_bytes(p['macs'])} MACs, checker {p['checker']}")
+    parts = [head]
+    if p["strategy"] == "segment":
+        parts.append(f"circular pool {fmt_bytes(p['pool_bytes'])} B (a multiple of {p['pool_unit']} B) + "
+                     f"kernel workspace {fmt_bytes(p['workspace_bytes'])} B; offsets wrap around the pool")
+    if staged:
+        shape = (f"grid {p['grid'][0]}x{p['grid'][1]}" if p["strategy"] == "patch"
+                 else f"{p['column_chunks']} chunk(s) per row")
+        parts.append(
+            f"stage = ops 0..{p['split'] - 1}, {shape}: stage peak {fmt_bytes(p['stage_peak_bytes'])} B "
+            f"(output {fmt_bytes(p['stage_output_bytes'])} B), later layers {fmt_bytes(p['rest_peak_bytes'])} B; "
+            f"{p['mac_overhead']:+.2%} MACs; peak with the input image {fmt_bytes(p['peak_bytes_with_input'])} B "
+            f"(figures exclude the {fmt_bytes(p['input_bytes'])} B image, as MCUNetV2 and TinyEngine count)")
+        candidates = p.get("candidates", [])
+        within = [c for c in candidates if c["mac_overhead"] <= p["max_mac_overhead"] + 1e-12]
+        rows = sorted(within, key=lambda c: (c["peak_bytes"], c["mac_overhead"]))[:15]
+        parts.append(f"best {len(rows)} of {len(within)} candidates within {p['max_mac_overhead']:.1%} extra MACs "
+                     f"({len(candidates)} evaluated; --json lists all):")
+        parts.append(format_table(
+            ["split", "grid/chunks", "peak B", "with image B", "extra MACs"],
+            [[c["split"], "x".join(map(str, c["grid"])) if "grid" in c else c["column_chunks"],
+              fmt_bytes(c["peak_bytes"]), fmt_bytes(c["peak_bytes_with_input"]), f"{c['mac_overhead']:+.2%}"]
+             for c in rows], right=(0, 2, 3, 4)))
+        return "\n\n".join(parts)
     rows = []
     for step in p["steps"]:
         live = sorted(step["live"], key=lambda t: t["offset"])
@@ -97,11 +134,9 @@ def _plan_text(p: dict[str, Any]) -> str:
         where = ", ".join(f"{lab[2]}=t{t['tensor']}@{t['offset']}" for lab, t in zip(labels, live, strict=True))
         rows.append([step["op"], step["type"], fmt_bytes(step["live_bytes"]),
                      memory_bar(step["live_bytes"], peak, 24), offset_map(labels, peak, 32), where])
-    head = (f"strategy {p['strategy']}: peak {fmt_bytes(peak)} B, layer-wise lower bound "
-            f"{fmt_bytes(p['lower_bound_bytes'])} B, {fmt_bytes(p['macs'])} MACs, checker {p['checker']}")
-    table = format_table(["op", "type", "live B", "live / peak", "arena (offsets)", "live buffers"], rows,
-                         right=(0, 2))
-    return head + "\n\n" + table
+    parts.append(format_table(["op", "type", "live B", "live / peak", "arena (offsets)", "live buffers"], rows,
+                              right=(0, 2)))
+    return "\n\n".join(parts)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -240,7 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="plan activation memory and print the per-op timeline")
     p.add_argument("model")
     p.add_argument("--strategy", default="tensor", choices=driver.STRATEGIES,
-                   help="tensor: vmcu's tensor-level planner; tflm: TFLite Micro's greedy planner")
+                   help="tensor: vmcu's tensor-level planner; tflm: TFLite Micro's greedy planner; segment: "
+                        "vMCU circular segment pool; patch / stream: MCUNetV2 patches / StreamNet stream "
+                        "buffers for the first stage")
+    p.add_argument("--max-mac-overhead", type=float, default=0.10,
+                   help="patch: most extra MACs allowed, as a fraction (default 0.10)")
+    p.add_argument("--rest-strategy", default="tensor", choices=("tensor", "segment"),
+                   help="patch/stream: how the layers after the stage are planned (default tensor)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_plan)
 
@@ -262,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--board", default=None,
                        help="stm32f411, stm32f412, stm32f746, stm32f767 or stm32h743: link-time SRAM/flash "
                             "limits (default: QEMU's whole memory)")
-        p.add_argument("--strategy", default="tensor", choices=driver.STRATEGIES)
+        p.add_argument("--strategy", default="tensor", choices=driver.CODEGEN_STRATEGIES)
         p.add_argument("--kernels", default=None, choices=driver.KERNEL_VARIANTS,
                        help="kernel variant (default: arm on Cortex-M, ref on host)")
         p.add_argument("--json", action="store_true", help="print one JSON object")

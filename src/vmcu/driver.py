@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vmcu.errors import ModelError, PlanError
 from vmcu.frontend.tflite import read_tflite
@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from vmcu.plan.plan import MemoryPlan
     from vmcu.targets import Target
 
-STRATEGIES = ("tensor", "tflm")
+STRATEGIES = ("tensor", "tflm", "segment", "patch", "stream")
+CODEGEN_STRATEGIES = ("tensor", "tflm")
 KERNEL_VARIANTS = ("ref", "arm")
 DEFAULT_MODEL = "mobilenetv2-0.35-96"
 _BUILTIN = re.compile(r"mobilenetv2-(\d+(?:\.\d+)?)-(\d+)")
@@ -61,8 +62,22 @@ def model_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def plan_memory(graph: Graph, strategy: str = "tensor") -> MemoryPlan:
-    """Plan the activation memory with the named strategy and prove the plan safe with its checker."""
+def plan_memory(graph: Graph, strategy: str = "tensor", *, max_mac_overhead: float = 0.10,
+                rest_strategy: str = "tensor") -> Any:
+    """Plan the activation memory with the named strategy and prove the plan safe with its checker.
+
+    Returns a MemoryPlan (tensor, tflm), a SegmentPlan (segment) or the best PatchPlan / StreamPlan
+    (patch, stream) within `max_mac_overhead` extra MACs; see `search_staged` for every candidate.
+    """
+    if strategy in ("patch", "stream"):
+        return search_staged(graph, strategy, max_mac_overhead=max_mac_overhead, rest_strategy=rest_strategy)[0]
+    if strategy == "segment":
+        from vmcu.plan.segment import plan_segments
+        from vmcu.plan.segment_check import check_segment_plan
+
+        splan = plan_segments(graph)
+        check_segment_plan(graph, splan)
+        return splan
     from vmcu.plan.check import check_tensor_plan
     from vmcu.plan.tensor import plan_tensors
 
@@ -71,6 +86,37 @@ def plan_memory(graph: Graph, strategy: str = "tensor") -> MemoryPlan:
     plan = plan_tensors(graph, strategy=strategy)
     check_tensor_plan(graph, plan)
     return plan
+
+
+def search_staged(graph: Graph, strategy: str, *, max_mac_overhead: float = 0.10,
+                  rest_strategy: str = "tensor") -> tuple[Any, Any]:
+    """Search patch (split, grid) or stream (split, chunks) schedules; return the best plan and the search.
+
+    The later layer-by-layer part is planned with `rest_strategy` and checked by that strategy's checker.
+    """
+    from vmcu.plan.check import check_tensor_plan
+    from vmcu.plan.patch import plan_patches, search_patch_plans
+    from vmcu.plan.segment_check import check_segment_plan
+    from vmcu.plan.stream import plan_stream, search_stream_plans
+
+    if strategy == "patch":
+        search = search_patch_plans(graph, max_mac_overhead=max_mac_overhead, rest_strategy=rest_strategy)
+        if search.best is None:
+            raise PlanError(f"{graph.name}: no legal patch split stays within {max_mac_overhead:.1%} extra MACs")
+        plan = plan_patches(graph, split=search.best.split, grid=search.best.grid, rest_strategy=rest_strategy)
+    else:
+        search = search_stream_plans(graph, rest_strategy=rest_strategy)
+        if search.best is None:
+            raise PlanError(f"{graph.name}: no legal split point for a stream schedule")
+        plan = plan_stream(graph, split=search.best.split, column_chunks=search.best.column_chunks,
+                           rest_strategy=rest_strategy)
+    if plan.rest is not None:
+        rest_plan = plan.rest.plan
+        if rest_strategy == "segment":
+            check_segment_plan(plan.rest.graph, rest_plan)
+        else:
+            check_tensor_plan(plan.rest.graph, rest_plan)
+    return plan, search
 
 
 def default_kernels(target: Target) -> str:
@@ -84,5 +130,8 @@ def compile_graph(graph: Graph, strategy: str, kernels: str) -> tuple[MemoryPlan
 
     if kernels not in KERNEL_VARIANTS:
         raise PlanError(f"unknown kernel variant '{kernels}'; choose one of {', '.join(KERNEL_VARIANTS)}")
+    if strategy not in CODEGEN_STRATEGIES:
+        raise PlanError(f"strategy '{strategy}' plans memory (vmcu plan) but has no C code generation yet; "
+                        f"compile and run support {', '.join(CODEGEN_STRATEGIES)}")
     plan = plan_memory(graph, strategy)
     return plan, emit_c(graph, plan, variant=kernels)

@@ -25,7 +25,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: S
 
 def memory_bar(used: int, total: int, width: int = 40) -> str:
     """A bar whose filled part is used/total of its width."""
-    filled = 0 if total == 0 else round(width * used / total)
+    filled = 0 if total == 0 else min(width, round(width * used / total))
     return "#" * filled + "." * (width - filled)
 
 
@@ -34,9 +34,9 @@ def offset_map(ranges: Sequence[tuple[int, int, str]], total: int, width: int = 
     row = ["."] * width
     if total <= 0:
         return "".join(row)
-    for offset, size, ch in ranges:
+    for offset, size, ch in ranges:  # a buffer of a circular pool may wrap past the end
         start = offset * width // total
         end = max(start + 1, -(-(offset + size) * width // total))
-        for c in range(start, min(end, width)):
-            row[c] = ch
+        for c in range(start, end):
+            row[c % width] = ch
     return "".join(row)
