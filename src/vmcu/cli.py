@@ -83,6 +83,9 @@ def _inspect_text(p: dict[str, Any]) -> str:
 def cmd_plan(args: argparse.Namespace) -> int:
     from vmcu.report.plans import plan_payload
 
+    if args.plot and args.strategy in ("patch", "stream"):
+        raise VmcuError(f"--plot draws per-op timelines of tensor, tflm and segment plans, not {args.strategy}; "
+                        "vmcu bench paper-mcunetv2 compares patch and stream stages")
     graph = driver.load_model(args.model)
     search = None
     if args.strategy in ("patch", "stream"):
@@ -94,8 +97,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
                "checker": "passed"}
     if search is not None:
         payload["max_mac_overhead"] = args.max_mac_overhead if args.strategy == "patch" else 0.0
+    if args.plot:
+        payload["plot"] = str(_plot_plans(graph, args.strategy, plan, Path(args.plot)))
     _emit(args, payload, _plan_text)
     return 0
+
+
+def _plot_plans(graph: Any, strategy: str, plan: Any, path: Path) -> Path:
+    """TFLM's planner, vmcu's tensor plan and the chosen strategy's plan, over the ops."""
+    from vmcu.report.plot import plot_plan_comparison
+
+    plans = {"TFLM greedy planner": driver.plan_memory(graph, "tflm"), "vmcu tensor": driver.plan_memory(graph)}
+    if strategy == "segment":
+        plans["vmcu segment"] = plan
+    return plot_plan_comparison(graph, plans, path)
 
 
 def _plan_text(p: dict[str, Any]) -> str:
@@ -282,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="patch: most extra MACs allowed, as a fraction (default 0.10)")
     p.add_argument("--rest-strategy", default="tensor", choices=("tensor", "segment"),
                    help="patch/stream: how the layers after the stage are planned (default tensor)")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the memory timeline (TFLM vs vmcu tensor [vs segment])")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_plan)
 

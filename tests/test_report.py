@@ -1,0 +1,39 @@
+"""Reports: plan payloads and memory timelines agree with the plans they draw."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vmcu import driver
+from vmcu.cli import main
+from vmcu.report.plot import segment_timeline, tensor_timeline
+
+MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
+
+
+@pytest.mark.parametrize("model", ["mlperftiny__vww_96_int8", "mlperftiny__kws_ref_model"])
+def test_timelines_peak_where_the_plans_do(model: str) -> None:
+    graph = driver.load_model(MODELS / f"{model}.tflite")
+    for strategy in ("tflm", "tensor"):
+        plan = driver.plan_memory(graph, strategy)
+        assert max(tensor_timeline(plan)) == plan.peak_bytes
+    splan = driver.plan_memory(graph, "segment")
+    need = segment_timeline(graph, splan)
+    assert max(need) <= splan.pool_bytes + splan.workspace_bytes
+    assert max(need) < driver.plan_memory(graph, "tensor").peak_bytes
+
+
+def test_plan_plot_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "timeline.png"
+    assert main(["plan", str(MODELS / "mlperftiny__vww_96_int8.tflite"), "--strategy", "segment",
+                 "--plot", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    assert "strategy segment" in capsys.readouterr().out
+
+
+def test_plot_refuses_staged_strategy(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code = main(["plan", str(MODELS / "tflm__hello_world_int8.tflite"), "--strategy", "stream",
+                 "--plot", str(tmp_path / "x.png")])
+    assert code == 1 and "--plot draws" in capsys.readouterr().err
