@@ -91,11 +91,13 @@ def test_injected_arena_overflow_is_caught(target: str, tmp_path: Path) -> None:
 
 @needs_arm
 @pytest.mark.qemu
-def test_model_too_big_for_board_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["run", str(MODELS / "tinyengine__vww.tflite"), "--target", "cortex-m4", "--board", "stm32f411"])
+def test_model_too_big_for_board_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code = main(["compile", str(MODELS / "tinyengine__mcunetv2_large.tflite"), "--target", "cortex-m4",
+                 "--board", "stm32f411", "-o", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1, err
-    assert "board stm32f411: RAM overflows by" in err and "131,072 B" in err
+    assert "board stm32f411: RAM overflows by" in err and "RAM 131,072 B" in err
+    assert "FLASH overflows by" in err and "FLASH 524,288 B" in err
     assert get_board("stm32f411").ram_bytes == 131_072
 
 
