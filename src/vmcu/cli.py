@@ -195,12 +195,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
     path = driver.resolve_model(args.model, _cache_dir())
     graph = driver.load_model(path)
     kernels = args.kernels or driver.default_kernels(target)
-    plan, program = driver.compile_graph(graph, args.strategy, kernels)
+    plan, program = driver.compile_graph(graph, args.strategy, kernels, max_mac_overhead=args.max_mac_overhead)
     out = Path(args.output)
     with _status(args, f"building {graph.name} for {target.name}"):
         build_compiled(program, target, board, out)
     payload = {"model": str(path), "target": target.name, "board": board.name if board else None,
-               "strategy": plan.strategy, "kernels": kernels, "plan_bytes": program.plan_bytes,
+               "strategy": program.strategy, "kernels": kernels, "plan_bytes": program.plan_bytes,
                "scratch_bytes": program.scratch_bytes, "arena_bytes": program.arena_bytes,
                "project": str(out / "src"), "binary_dir": str(out / "build")}
     _emit(args, payload, lambda p: (
@@ -222,7 +222,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = driver.resolve_model(args.model, _cache_dir())
     graph = driver.load_model(path)
     kernels = args.kernels or driver.default_kernels(target)
-    plan, program = driver.compile_graph(graph, args.strategy, kernels)
+    plan, program = driver.compile_graph(graph, args.strategy, kernels, max_mac_overhead=args.max_mac_overhead)
     with tempfile.TemporaryDirectory(prefix="vmcu-run-") as tmp:
         work = Path(args.work_dir) if args.work_dir else Path(tmp)
         with _status(args, f"building {graph.name} for {target.name}"):
@@ -230,14 +230,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         with _status(args, f"running {args.inputs} input(s) on {target.name}"):
             report = verify_program(graph, program, binary, target, board,
                                     random_inputs(graph, args.inputs, args.seed))
-    payload = {"model": str(path), "sha256": driver.model_sha256(path), "strategy": plan.strategy,
-               "macs": graph_macs(graph), "lower_bound_bytes": plan.lower_bound_bytes,
-               "tflm_head_bytes": plan_tensors(graph, strategy="tflm").peak_bytes, **report.to_json()}
+    payload = {"model": str(path), "sha256": driver.model_sha256(path), "strategy": program.strategy,
+               "macs": graph_macs(graph), "lower_bound_bytes": _lower_bound(plan),
+               "tflm_head_bytes": plan_tensors(graph, strategy="tflm").peak_bytes, **_staged(plan),
+               **report.to_json()}
     _emit(args, payload, _run_text)
     return 0 if report.bit_exact else 1
 
 
+def _lower_bound(plan: Any) -> int:
+    """What a plan is measured against: its order's layer-wise bound, or for a patch or stream plan the
+    whole model planned layer by layer (what the stage is there to beat)."""
+    return plan.layerwise_peak_bytes if hasattr(plan, "layerwise_peak_bytes") else plan.lower_bound_bytes
+
+
+def _staged(plan: Any) -> dict[str, Any]:
+    """A patch or stream plan's schedule and the planner's figures with and without the input image."""
+    if not hasattr(plan, "peak_bytes_with_input"):
+        return {}
+    shape = {"grid": list(plan.grid)} if hasattr(plan, "grid") else {"column_chunks": plan.column_chunks}
+    return {"stage": {"split": plan.split, **shape, "mac_overhead": plan.mac_overhead,
+                      "peak_bytes": plan.peak_bytes, "peak_bytes_with_input": plan.peak_bytes_with_input,
+                      "input_bytes": plan.input_bytes}}
+
+
 def _run_text(p: dict[str, Any]) -> str:
+    stage = p.get("stage")
     lines = [
         f"model {p['model']} (sha256 {p['sha256'][:12]}), {fmt_bytes(p['macs'])} MACs",
         f"target {p['target']}, board {p['board']}, {p['kernels']} kernels, strategy {p['strategy']}",
@@ -252,6 +270,12 @@ def _run_text(p: dict[str, Any]) -> str:
             ["flash of the image", "-" if p["flash_bytes"] is None else fmt_bytes(p["flash_bytes"])],
         ], right=(1,)),
     ]
+    if stage:
+        shape = (f"{stage['grid'][0]}x{stage['grid'][1]} tiles" if "grid" in stage
+                 else f"{stage['column_chunks']} chunk(s) per row")
+        lines += ["", f"stage ops 0..{stage['split'] - 1}, {shape}, {stage['mac_overhead']:+.2%} MACs; planner "
+                      f"peak {fmt_bytes(stage['peak_bytes_with_input'])} B with the input image in the arena, "
+                      f"{fmt_bytes(stage['peak_bytes'])} B without its {fmt_bytes(stage['input_bytes'])} B"]
     if p["instructions"] is not None:
         rows = [[c["op"], c["type"], fmt_bytes(c["macs"]), fmt_bytes(c["instructions"]),
                  f"{c['instructions'] / c['macs']:.2f}" if c["macs"] else "", fmt_bytes(c["cycles"])]
@@ -264,6 +288,16 @@ def _run_text(p: dict[str, Any]) -> str:
     verdict = (f"bit-exact: every output byte equals the reference executor on {p['inputs']} random input(s)"
                if p["bit_exact"] else f"MISMATCH: {p['mismatches'][0]}")
     return "\n".join(lines + ["", verdict])
+
+
+def cmd_bench_mcunetv2(args: argparse.Namespace) -> int:
+    from vmcu.bench import mcunetv2
+
+    payload = mcunetv2.run(args.model or (), directory=Path(args.models_dir) if args.models_dir else None,
+                           instructions=not args.no_run, progress=mcunetv2.stderr_progress)
+    _emit(args, payload, mcunetv2.text)
+    exact = all(r.get(f"bit_exact_{k}") is not False for r in payload["rows"] for k in ("layerwise", "patch", "stream"))
+    return 0 if exact and not payload["errors"] else 1
 
 
 def _status(args: argparse.Namespace, message: str) -> Any:
@@ -322,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--strategy", default="tensor", choices=driver.CODEGEN_STRATEGIES)
         p.add_argument("--kernels", default=None, choices=driver.KERNEL_VARIANTS,
                        help="kernel variant (default: arm on Cortex-M, ref on host)")
+        p.add_argument("--max-mac-overhead", type=float, default=0.10,
+                       help="patch: most extra MACs allowed, as a fraction (default 0.10)")
         p.add_argument("--json", action="store_true", help="print one JSON object")
         if name == "compile":
             p.add_argument("-o", "--output", required=True, help="directory for the C project")
@@ -330,6 +366,18 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--seed", type=int, default=0)
             p.add_argument("--work-dir", default=None, help="keep the generated project and binary here")
         p.set_defaults(func=func)
+
+    bench = sub.add_parser("bench", help="reproduce published comparisons").add_subparsers(dest="bench",
+                                                                                           required=True)
+    p = bench.add_parser("paper-mcunetv2", help="patch-based (MCUNetV2) and stream (StreamNet) plans vs the "
+                                                "papers: bytes, extra MACs, Cortex-M4 instructions")
+    p.add_argument("--model", action="append", default=None,
+                   help="only this model (repeatable; a shared model's stem or a built-in "
+                        "mobilenetv2-<width>-<resolution>; default: the paper's three)")
+    p.add_argument("--models-dir", default=None, help="directory of the shared .tflite models")
+    p.add_argument("--no-run", action="store_true", help="plans only: skip building and running on QEMU")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_bench_mcunetv2)
     return parser
 
 

@@ -13,15 +13,19 @@ from typing import TYPE_CHECKING, Any
 from vmcu.errors import ModelError, PlanError
 from vmcu.frontend.tflite import read_tflite
 from vmcu.ir.graph import Graph
+from vmcu.ir.transform import fold_pads
 from vmcu.support import check_supported
 
 if TYPE_CHECKING:
     from vmcu.codegen.program import CProgram
+    from vmcu.plan.patch import PatchPlan
     from vmcu.plan.plan import MemoryPlan
+    from vmcu.plan.segment import SegmentPlan
+    from vmcu.plan.stream import StreamPlan
     from vmcu.targets import Target
 
 STRATEGIES = ("tensor", "tflm", "segment", "patch", "stream")
-CODEGEN_STRATEGIES = ("tensor", "tflm")
+CODEGEN_STRATEGIES = ("tensor", "tflm", "segment", "patch", "stream")
 KERNEL_VARIANTS = ("ref", "arm")
 DEFAULT_MODEL = "mobilenetv2-0.35-96"
 _BUILTIN = re.compile(r"mobilenetv2-(\d+(?:\.\d+)?)-(\d+)")
@@ -51,11 +55,16 @@ def resolve_model(model: str | None, cache_dir: Path) -> Path:
 
 
 def load_model(path: str | Path, *, require_supported: bool = True) -> Graph:
-    """Read a model and, unless only inspecting, refuse it early if any op cannot be compiled."""
+    """Read a model and, unless only inspecting, refuse it early if any op cannot be compiled.
+
+    A graph to compile comes back with its PADs folded into convolutions (`fold_pads`, bit-exact): every
+    strategy then plans and generates code for the lighter graph, while inspecting shows the file's own.
+    """
     graph = read_tflite(path)
-    if require_supported:
-        check_supported(graph)
-    return graph
+    if not require_supported:
+        return graph
+    check_supported(graph)
+    return fold_pads(graph)
 
 
 def model_sha256(path: str | Path) -> str:
@@ -124,8 +133,9 @@ def default_kernels(target: Target) -> str:
     return "ref" if target.is_host else "arm"
 
 
-def compile_graph(graph: Graph, strategy: str, kernels: str) -> tuple[MemoryPlan, CProgram]:
-    """Plan (checked) and generate C for one graph."""
+def compile_graph(graph: Graph, strategy: str, kernels: str, *, max_mac_overhead: float = 0.10
+                  ) -> tuple[MemoryPlan | SegmentPlan | PatchPlan | StreamPlan, CProgram]:
+    """Plan (checked) and generate C for one graph; patch plans stay within `max_mac_overhead` extra MACs."""
     from vmcu.codegen.emit import emit_c
 
     if kernels not in KERNEL_VARIANTS:
@@ -133,5 +143,5 @@ def compile_graph(graph: Graph, strategy: str, kernels: str) -> tuple[MemoryPlan
     if strategy not in CODEGEN_STRATEGIES:
         raise PlanError(f"strategy '{strategy}' plans memory (vmcu plan) but has no C code generation yet; "
                         f"compile and run support {', '.join(CODEGEN_STRATEGIES)}")
-    plan = plan_memory(graph, strategy)
+    plan = plan_memory(graph, strategy, max_mac_overhead=max_mac_overhead)
     return plan, emit_c(graph, plan, variant=kernels)

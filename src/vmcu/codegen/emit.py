@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from vmcu.codegen.program import CProgram, emit_program
+from vmcu.codegen.segment import segment_body
 from vmcu.codegen.tensor import tensor_body
 from vmcu.ir.graph import Graph
+from vmcu.plan.patch import PatchPlan
 from vmcu.plan.plan import MemoryPlan
+from vmcu.plan.segment import SegmentPlan
+from vmcu.plan.stream import StreamPlan
 
 
-def emit_c(graph: Graph, plan: MemoryPlan, *, variant: str = "ref", name: str | None = None) -> CProgram:
+def emit_c(graph: Graph, plan: MemoryPlan | SegmentPlan | PatchPlan | StreamPlan, *, variant: str = "ref",
+           name: str | None = None) -> CProgram:
     """Generate `<name>.h`, `<name>.c` and a test harness `main.c` for a plan."""
-    return emit_program(graph, tensor_body(graph, plan, variant), variant=variant, name=name)
+    if isinstance(plan, PatchPlan | StreamPlan):
+        from vmcu.codegen.patch import patch_body, stream_body
+
+        staged = patch_body(graph, plan, variant) if isinstance(plan, PatchPlan) else stream_body(graph, plan, variant)
+        return emit_program(graph, staged, variant=variant, name=name)
+    body = segment_body(graph, plan, variant) if isinstance(plan, SegmentPlan) else tensor_body(graph, plan, variant)
+    return emit_program(graph, body, variant=variant, name=name)

@@ -1,5 +1,6 @@
 """Write a generated program as a standalone C project: sources, the kernel library, the platform layer
-and a Makefile, so that `make` rebuilds it without vmcu installed."""
+and a Makefile, so that `make` rebuilds it without vmcu installed. A segment program takes the segment
+kernels (kernels/seg) instead of the tensor-level ones, with the headers of both."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from vmcu.codegen.program import CProgram
-from vmcu.kernels import include_dir, kernel_sources
+from vmcu.kernels import include_dir, kernel_sources, segment_sources
 from vmcu.run.toolchain import SUPPORT_DIR
 from vmcu.targets import Target
 
@@ -24,11 +25,13 @@ def write_project(program: CProgram, out_dir: Path, target: Target, link_script:
     if kernels.exists():
         shutil.rmtree(kernels)
     kernels.mkdir()
-    for src in kernel_sources(program.variant):
+    tensor_kernels = kernel_sources(program.variant)
+    sources = segment_sources(program.variant) if program.strategy == "segment" else tensor_kernels
+    for src in sources:
         shutil.copy(src, kernels / src.name)
     for header in include_dir().glob("*.h"):
         shutil.copy(header, kernels / header.name)
-    for header in (src.parent for src in kernel_sources(program.variant)):
+    for header in {src.parent for src in tensor_kernels + sources}:
         for h in header.glob("*.h"):
             shutil.copy(h, kernels / h.name)
     platform = out_dir / "platform"

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 from vmcu.codegen.program import Body, ConstTable, arena_ptr
 from vmcu.ir.graph import NO_TENSOR, Graph, Tensor
-from vmcu.ir.params import op_params
+from vmcu.ir.params import DepthwiseConv2DParams, op_params
 from vmcu.kernels import kernel_binding
-from vmcu.kernels.cparams import KernelBinding, c_definition
+from vmcu.kernels.cparams import KernelBinding, c_definition, inplace_depthwise_binding
 from vmcu.plan.plan import MemoryPlan
+from vmcu.plan.tensor import inplace_ops
 
 
 def tensor_body(graph: Graph, plan: MemoryPlan, variant: str) -> Body:
-    """Kernel calls in the plan's order; an aliased RESHAPE output needs no call at all."""
+    """Kernel calls in the plan's order; an aliased RESHAPE output needs no call at all, an aliased
+    depthwise conv calls the in-place kernel on the bytes it shares with its input."""
     offsets = plan.offsets()
     aliases = dict(plan.aliases)
-    bindings: dict[int, KernelBinding] = {
-        i: kernel_binding(graph.ops[i].type, op_params(graph, graph.ops[i]), variant)
-        for i in plan.order if graph.ops[i].outputs[0] not in aliases}
+    inplace = inplace_ops(graph, plan)
+    bindings: dict[int, KernelBinding] = {}
+    for i in plan.order:
+        params = op_params(graph, graph.ops[i])
+        if i in inplace:
+            assert isinstance(params, DepthwiseConv2DParams)
+            bindings[i] = inplace_depthwise_binding(params)
+        elif graph.ops[i].outputs[0] not in aliases:
+            bindings[i] = kernel_binding(graph.ops[i].type, params, variant)
     scratch = max((b.scratch_bytes for b in bindings.values()), default=0)
     constants = ConstTable()
     body = Body(strategy=plan.strategy, definitions=(), statements=(), constants=constants,

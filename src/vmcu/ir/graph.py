@@ -69,9 +69,10 @@ class Tensor:
 class Op:
     """One operator: `type` is the TFLite builtin name (e.g. "CONV_2D"); `options` its decoded options.
 
-    Option keys (only those that apply): stride_h, stride_w, dilation_h, dilation_w, padding ("SAME" or
-    "VALID"), activation ("NONE", "RELU", "RELU6", "RELU_N1_TO_1", "TANH"), depth_multiplier, filter_h,
-    filter_w, keep_dims, keep_num_dims, axis, beta, weights_format.
+    Option keys (only those that apply): stride_h, stride_w, dilation_h, dilation_w, padding ("SAME",
+    "VALID" or "EXPLICIT" with pad_top, pad_bottom, pad_left, pad_right: see vmcu.ir.transform),
+    activation ("NONE", "RELU", "RELU6", "RELU_N1_TO_1", "TANH"), depth_multiplier, filter_h, filter_w,
+    keep_dims, keep_num_dims, axis, beta, weights_format.
     """
 
     index: int

@@ -7,7 +7,9 @@ the per-element arithmetic. Weights and biases are not copied here: they stay in
 
 Conventions (as in TFLM): `input_offset` is the negated input zero point, `output_offset` the output
 zero point; shapes are NHWC 4-tuples for spatial ops; a `shift` is TFLite's signed exponent (positive
-means shift left); per-channel tuples have one entry per output channel.
+means shift left); per-channel tuples have one entry per output channel. Windowed ops take TFLite's
+"SAME"/"VALID" padding or "EXPLICIT" pad_top/pad_bottom/pad_left/pad_right options, which the file
+format lacks but vmcu.ir.transform.fold_pads writes (TFLM's kernels already take any pad_top/pad_left).
 """
 
 from __future__ import annotations
@@ -341,14 +343,31 @@ def _padding(padding: str, stride: int, dilation: int, in_size: int, filter_size
     return total // 2, total - total // 2
 
 
+def _explicit_padding(before: int, after: int, stride: int, dilation: int, in_size: int, filter_size: int,
+                      out_size: int) -> tuple[int, int]:
+    """(before, after) as given ("EXPLICIT" padding, what vmcu.ir.transform.fold_pads writes), once checked
+    against the output size the kernels assume: (in + before + after - effective filter) // stride + 1."""
+    effective = (filter_size - 1) * dilation + 1
+    expected = (in_size + before + after - effective) // stride + 1
+    if before < 0 or after < 0 or expected != out_size:
+        raise ValueError(f"output size {out_size} does not match explicit padding ({before}, {after}) "
+                         f"(expected {expected})")
+    return before, after
+
+
 def _spatial(op: Op, in_shape: tuple[int, ...], out_shape: tuple[int, ...], kh: int, kw: int,
              dilation: bool = True) -> dict[str, int]:
     o = op.options
     sh, sw = o.get("stride_h", 1), o.get("stride_w", 1)
     dh, dw = (o.get("dilation_h", 1), o.get("dilation_w", 1)) if dilation else (1, 1)
+    padding = o.get("padding", "SAME")
     try:
-        top, bottom = _padding(o.get("padding", "SAME"), sh, dh, in_shape[1], kh, out_shape[1])
-        left, right = _padding(o.get("padding", "SAME"), sw, dw, in_shape[2], kw, out_shape[2])
+        if padding == "EXPLICIT":
+            top, bottom = _explicit_padding(o["pad_top"], o["pad_bottom"], sh, dh, in_shape[1], kh, out_shape[1])
+            left, right = _explicit_padding(o["pad_left"], o["pad_right"], sw, dw, in_shape[2], kw, out_shape[2])
+        else:
+            top, bottom = _padding(padding, sh, dh, in_shape[1], kh, out_shape[1])
+            left, right = _padding(padding, sw, dw, in_shape[2], kw, out_shape[2])
     except ValueError as e:
         raise _unsupported(op, str(e)) from None
     fields = {"stride_h": sh, "stride_w": sw, "pad_top": top, "pad_left": left, "pad_bottom": bottom,

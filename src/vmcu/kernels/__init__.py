@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vmcu.kernels.cparams import STRUCTS, Field, KernelBinding, kernel_binding
+from vmcu.kernels.cparams import STRUCTS, Field, KernelBinding, c_definition, kernel_binding
 from vmcu.kernels.scratch import VARIANTS, scratch_bytes
 
-__all__ = ["STRUCTS", "VARIANTS", "Field", "KernelBinding", "include_dir", "kernel_binding", "kernel_dir",
-           "kernel_sources", "scratch_bytes"]
+__all__ = ["STRUCTS", "VARIANTS", "Field", "KernelBinding", "c_definition", "include_dir", "kernel_binding",
+           "kernel_dir", "kernel_sources", "scratch_bytes", "segment_sources"]
 
 
 def kernel_dir() -> Path:
@@ -33,4 +33,16 @@ def kernel_sources(variant: str = "ref") -> list[Path]:
     files = {p.name: p for p in sorted((kernel_dir() / "ref").glob("*.c"))}
     if variant == "arm":
         files |= {p.name: p for p in sorted((kernel_dir() / "arm").glob("*.c"))}
+    return [files[name] for name in sorted(files)]
+
+
+def segment_sources(variant: str = "ref") -> list[Path]:
+    """The segment kernels (seg/*.c, for segment plans, on top of `kernel_sources`): every seg/ file,
+    except that seg/<name>_arm.c replaces seg/<name>.c in the "arm" variant (same symbols)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"kernel variant must be one of {VARIANTS}, not {variant!r}")
+    seg = sorted((kernel_dir() / "seg").glob("*.c"))
+    files = {p.name: p for p in seg if not p.stem.endswith("_arm")}
+    if variant == "arm":
+        files |= {p.name.replace("_arm.c", ".c"): p for p in seg if p.stem.endswith("_arm")}
     return [files[name] for name in sorted(files)]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 
 from vmcu.errors import UnsupportedOpError
 from vmcu.ir import params as P
-from vmcu.kernels.scratch import scratch_bytes
+from vmcu.kernels.scratch import inplace_depthwise_scratch_bytes, scratch_bytes
 
 MAX_DIMS = 6  # VMCU_MAX_DIMS
 
@@ -83,7 +83,7 @@ STRUCTS: dict[str, tuple[Field, ...]] = {
     "vmcu_quantize_params_t": (Field("size", "int"), Field("output_scale", "double"),
                                *_ints("output_zero_point", "input_zero_point", "requantize_multiplier",
                                       "requantize_shift")),
-    "vmcu_dequantize_params_t": (Field("size", "int"), Field("scale", "double"), Field("zero_point", "int")),
+    "vmcu_dequantize_params_t": (*_ints("size", "depth"), Field("scale", "double"), Field("zero_point", "int")),
     "vmcu_pad_params_t": (*_arrays(MAX_DIMS, "input_shape", "output_shape"), Field("paddings", "pairs", MAX_DIMS),
                           Field("pad_value", "int")),
     "vmcu_reshape_params_t": _ints("nbytes"),
@@ -94,6 +94,7 @@ STRUCTS: dict[str, tuple[Field, ...]] = {
 
 _WEIGHTED = ("input0", "input1", "input2", "output", "scratch")
 _UNARY = ("input0", "output")
+_STAGED = ("input0", "output", "scratch")
 _BINARY = ("input0", "input1", "output")
 
 # op type -> (C function, params struct, pointer arguments) for the int8 cases.
@@ -103,13 +104,13 @@ _KERNELS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "FULLY_CONNECTED": ("vmcu_fully_connected_s8", "vmcu_fully_connected_params_t", _WEIGHTED),
     "ADD": ("vmcu_add_s8", "vmcu_add_params_t", _BINARY),
     "MUL": ("vmcu_mul_s8", "vmcu_mul_params_t", _BINARY),
-    "AVERAGE_POOL_2D": ("vmcu_average_pool_2d_s8", "vmcu_pool_2d_params_t", _UNARY),
-    "MAX_POOL_2D": ("vmcu_max_pool_2d_s8", "vmcu_pool_2d_params_t", _UNARY),
-    "MEAN": ("vmcu_mean_s8", "vmcu_mean_params_t", _UNARY),
+    "AVERAGE_POOL_2D": ("vmcu_average_pool_2d_s8", "vmcu_pool_2d_params_t", _STAGED),
+    "MAX_POOL_2D": ("vmcu_max_pool_2d_s8", "vmcu_pool_2d_params_t", _STAGED),
+    "MEAN": ("vmcu_mean_s8", "vmcu_mean_params_t", _STAGED),
     "SOFTMAX": ("vmcu_softmax_s8", "vmcu_softmax_params_t", _UNARY),
     "LOGISTIC": ("vmcu_logistic_s8", "vmcu_logistic_params_t", _UNARY),
     "QUANTIZE": ("vmcu_quantize_s8", "vmcu_quantize_params_t", _UNARY),
-    "DEQUANTIZE": ("vmcu_dequantize_s8", "vmcu_dequantize_params_t", _UNARY),
+    "DEQUANTIZE": ("vmcu_dequantize_s8", "vmcu_dequantize_params_t", _STAGED),
     "PAD": ("vmcu_pad_s8", "vmcu_pad_params_t", _UNARY),
     "PADV2": ("vmcu_pad_s8", "vmcu_pad_params_t", _UNARY),
     "RESHAPE": ("vmcu_reshape_s8", "vmcu_reshape_params_t", _UNARY),
@@ -126,6 +127,8 @@ def kernel_binding(op_type: str, params: P.OpParams, variant: str = "ref") -> Ke
         raise UnsupportedOpError(f"operator {op_type} has no C kernel")
     symbol, struct, args = _KERNELS[op_type]
     symbol = _symbol_for_dtypes(op_type, params, symbol)
+    if symbol == "vmcu_softmax_s8_s16":
+        args = _STAGED
     values = _values(params)
     missing = [f.name for f in STRUCTS[struct] if f.name not in values]
     if missing:
@@ -133,6 +136,15 @@ def kernel_binding(op_type: str, params: P.OpParams, variant: str = "ref") -> Ke
     return KernelBinding(symbol=symbol, struct=struct, args=args,
                          values={f.name: values[f.name] for f in STRUCTS[struct]},
                          scratch_bytes=scratch_bytes(op_type, params, variant))
+
+
+def inplace_depthwise_binding(params: P.DepthwiseConv2DParams) -> KernelBinding:
+    """The call of a depthwise conv whose output overwrites its input (a plan alias): one data pointer,
+    the same params struct, a scratch plane; the portable kernel serves both variants."""
+    binding = kernel_binding("DEPTHWISE_CONV_2D", params)
+    return KernelBinding(symbol="vmcu_depthwise_conv_2d_inplace_s8", struct=binding.struct,
+                         args=("output", "input1", "input2", "scratch"), values=binding.values,
+                         scratch_bytes=inplace_depthwise_scratch_bytes(params))
 
 
 def _symbol_for_dtypes(op_type: str, params: P.OpParams, symbol: str) -> str:
@@ -174,7 +186,7 @@ def _values(p: P.OpParams) -> dict[str, CValue]:
     elif isinstance(p, P.SoftmaxParams | P.LogisticParams):
         v["size"] = math.prod(p.input_shape)
     elif isinstance(p, P.QuantizeParams | P.DequantizeParams):
-        v["size"] = math.prod(p.shape)
+        v |= {"size": math.prod(p.shape), "depth": p.shape[-1] if p.shape else 1}
     elif isinstance(p, P.PadParams):
         lead = MAX_DIMS - len(p.input_shape)
         v |= {"input_shape": _aligned(p.input_shape), "output_shape": _aligned(p.output_shape),

@@ -1,8 +1,9 @@
 """Scratch memory of the C kernels, in bytes: the code generator reserves exactly this in the arena.
 
 Scratch must start at a 4-byte aligned address (the arm kernels load it with LDRD and store words).
-The portable (ref) kernels need none; of the arm kernels, CONV_2D and FULLY_CONNECTED convert inputs to
-int16 first (see arm/conv_2d.c and arm/fully_connected.c for the layouts this mirrors).
+It is also each kernel's workspace for segment plans: a kernel reads all the input one output unit (a
+pixel, an FC row, a MEAN row, a softmax row) depends on before it stores any byte of that unit, staging
+either the inputs or the outputs here. Sizes mirror the layouts described at the top of each C file.
 """
 
 from __future__ import annotations
@@ -10,25 +11,48 @@ from __future__ import annotations
 from vmcu.ir import params as P
 
 VARIANTS = ("ref", "arm")
+ACC_CHUNK = 64  # VMCU_ACC_CHUNK in arm/vmcu_arm.h
+
+
+def _round4(n: int) -> int:
+    return (n + 3) // 4 * 4
 
 
 def scratch_bytes(op_type: str, params: P.OpParams, variant: str = "ref") -> int:
     """Bytes of `scratch` the kernel for this op needs in the given variant (0 when none)."""
     if variant not in VARIANTS:
         raise ValueError(f"kernel variant must be one of {VARIANTS}, not {variant!r}")
-    if variant == "ref":
-        return 0
-    if isinstance(params, P.Conv2DParams):
+    if variant == "arm" and isinstance(params, P.Conv2DParams):
         _, fh, fw, cin = params.filter_shape
-        k = fh * fw * cin
-        groups, tail = divmod(k, 4)
-        pointwise = fh == fw == 1 and params.pad_top == params.pad_left == 0
-        staged = not pointwise and cin % 4 != 0
-        # two int16 columns (16 bytes per group of four, 4 per tail element), then an int8 staging row
-        return 16 * groups + 4 * tail + (k if staged else 0)
-    if isinstance(params, P.DepthwiseConv2DParams):
-        return params.output_shape[3]  # one output pixel, staged
-    if isinstance(params, P.FullyConnectedParams):
+        groups = (fh * fw * cin + 3) // 4
+        # two int16 columns, the int8 staging row, two pixels' accumulators of a channel chunk, a zero bias
+        return 16 * groups + (4 * groups if cin % 4 else 0) + 8 * min(params.output_shape[3], ACC_CHUNK) + 8
+    if variant == "arm" and isinstance(params, P.DepthwiseConv2DParams):
+        _, out_w, out_c = params.output_shape[1:]
+        _, fh, fw, _ = params.filter_shape
+        # the staged output row, one group's unpacked weights, its accumulators for the row, a zero bias
+        return _round4(out_w * out_c) + 8 * fh * fw + 16 * out_w + 16
+    if variant == "arm" and isinstance(params, P.FullyConnectedParams):
         groups, tail = divmod(params.accum_depth, 4)
-        return 8 * groups + 2 * tail
+        return 8 * groups + _round4(2 * tail) + 4 * min(params.output_depth, ACC_CHUNK)
+    return _staged_unit_bytes(params)
+
+
+def inplace_depthwise_scratch_bytes(params: P.DepthwiseConv2DParams) -> int:
+    """vmcu_depthwise_conv_2d_inplace_s8 (both variants): one output channel plane, Ho * Wo bytes."""
+    return _round4(params.output_shape[1] * params.output_shape[2])
+
+
+def _staged_unit_bytes(params: P.OpParams) -> int:
+    """The portable kernels' workspace: one output unit (or, for row kernels, one input row)."""
+    if isinstance(params, P.Conv2DParams | P.DepthwiseConv2DParams | P.Pool2DParams):
+        return params.output_shape[3]
+    if isinstance(params, P.FullyConnectedParams):
+        return params.output_depth
+    if isinstance(params, P.MeanParams):
+        return params.output_shape[-1] if params.output_shape else 1
+    if isinstance(params, P.SoftmaxParams) and params.output_dtype == "int16":
+        return params.depth
+    if isinstance(params, P.DequantizeParams):
+        return params.shape[-1] if params.shape else 1
     return 0

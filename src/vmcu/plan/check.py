@@ -8,7 +8,7 @@ vmcu.plan.lifetimes so that a bug there cannot vouch for itself.
 from __future__ import annotations
 
 from vmcu.errors import PlanError
-from vmcu.ir.graph import NO_TENSOR, Graph
+from vmcu.ir.graph import NO_TENSOR, Graph, Op
 from vmcu.plan.plan import MemoryPlan, Placement
 
 
@@ -102,23 +102,40 @@ def _check_placements(graph: Graph, plan: MemoryPlan, spans: dict[int, tuple[int
 
 def _check_aliases(graph: Graph, plan: MemoryPlan, spans: dict[int, tuple[int, int]],
                    by_tensor: dict[int, Placement], where: str) -> set[frozenset[int]]:
-    """Each alias must be a RESHAPE whose input dies at it, with both tensors on the same bytes."""
+    """Each alias must be a RESHAPE (same bytes) or an in-place depthwise conv (output at the input's
+    offset, depth multiplier 1, no more bytes than the input) whose input dies at it."""
     allowed = set()
     for out, src in plan.aliases:
-        steps = [s for s, i in enumerate(plan.order) if graph.ops[i].type == "RESHAPE"
+        steps = [s for s, i in enumerate(plan.order) if graph.ops[i].type in ("RESHAPE", "DEPTHWISE_CONV_2D")
                  and graph.ops[i].inputs[:1] == (src,) and graph.ops[i].outputs == (out,)]
         if not steps or out not in by_tensor or src not in by_tensor:
-            raise PlanError(f"{where}: alias of tensor {out} onto tensor {src} is not a RESHAPE of "
-                            "planned tensors")
+            raise PlanError(f"{where}: alias of tensor {out} onto tensor {src} is not a RESHAPE or an in-place "
+                            "DEPTHWISE_CONV_2D of planned tensors")
+        op = graph.ops[plan.order[steps[0]]]
         if spans[src][1] != steps[0] or src in graph.outputs:
             raise PlanError(f"{where}: alias {_name(graph, out)} onto {_name(graph, src)}: the input is "
-                            f"still live after the RESHAPE at step {steps[0]}")
+                            f"still live after the {op.type} at step {steps[0]}")
         o, s = by_tensor[out], by_tensor[src]
-        if (o.offset, o.size_bytes) != (s.offset, s.size_bytes):
+        if op.type == "RESHAPE" and (o.offset, o.size_bytes) != (s.offset, s.size_bytes):
             raise PlanError(f"{where}: alias {_name(graph, out)} [{o.offset}, {o.end}) does not sit on "
                             f"{_name(graph, src)} [{s.offset}, {s.end})")
+        if op.type == "DEPTHWISE_CONV_2D":
+            _check_inplace_depthwise(graph, op, o, s, where)
         allowed.add(frozenset((out, src)))
     return allowed
+
+
+def _check_inplace_depthwise(graph: Graph, op: Op, o: Placement, s: Placement, where: str) -> None:
+    """The in-place kernel stores output channel c over input channel c only once that channel is read,
+    which needs one output channel per input channel, the same base and an output no larger than the input."""
+    a, b = graph.tensors[s.tensor], graph.tensors[o.tensor]
+    same_channels = len(a.shape) == len(b.shape) == 4 and a.shape[0] == b.shape[0] and a.shape[3] == b.shape[3]
+    if not same_channels or op.inputs.count(s.tensor) != 1:
+        raise PlanError(f"{where}: in-place depthwise op {op.index} needs depth multiplier 1, but maps "
+                        f"{_name(graph, s.tensor)} {list(a.shape)} to {_name(graph, o.tensor)} {list(b.shape)}")
+    if o.offset != s.offset or b.nbytes > a.nbytes or o.end > s.end:
+        raise PlanError(f"{where}: in-place depthwise op {op.index}: {_name(graph, o.tensor)} [{o.offset}, "
+                        f"{o.end}) must start at and fit in {_name(graph, s.tensor)} [{s.offset}, {s.end})")
 
 
 def _check_overlaps(graph: Graph, plan: MemoryPlan, allowed: set[frozenset[int]], where: str) -> None:

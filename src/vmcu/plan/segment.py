@@ -29,11 +29,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vmcu.errors import PlanError
+from vmcu.ir.fusion import FUSED_OP, VARIANTS, FusedBlock, find_fusable_blocks, fuse_graph
 from vmcu.ir.graph import NO_TENSOR, Graph
+from vmcu.plan.fused import fused_geometry, fused_macs, unfused_macs
 from vmcu.plan.lifetimes import Lifetime, compute_lifetimes
 from vmcu.plan.plan import MemoryPlan, Placement
 from vmcu.plan.segment_gap import OpSchedule, activation_inputs, op_schedule, round_up
 
+FUSE_OPTIONS = ("none", "recompute", "cache", "auto")
 POOL_TOLERANCE = 0.01  # a coarser pool unit (bigger segments) is taken if the pool grows by at most 1%
 
 
@@ -70,7 +73,8 @@ class SegmentPlan:
     """A segment-level plan: `plan.placements` hold pool bases (a tensor may wrap past `pool_bytes`).
 
     `pool_bytes` = `plan.peak_bytes`, a multiple of `pool_unit`. `workspace_bytes`, the largest step
-    workspace, lives outside the pool: SRAM needed = pool_bytes + workspace_bytes.
+    workspace, lives outside the pool: SRAM needed = pool_bytes + workspace_bytes. With fused inverted
+    bottlenecks, `fused_graph` is the graph the steps and `plan.order` index (see `step_graph`).
     """
 
     plan: MemoryPlan
@@ -78,10 +82,28 @@ class SegmentPlan:
     pool_bytes: int
     pool_unit: int
     workspace_bytes: int
+    fused_graph: Graph | None = None
 
     @property
     def peak_bytes(self) -> int:
         return self.pool_bytes
+
+    @property
+    def strategy(self) -> str:
+        return self.plan.strategy
+
+    @property
+    def lower_bound_bytes(self) -> int:
+        return self.plan.lower_bound_bytes
+
+    def step_graph(self, graph: Graph) -> Graph:
+        """The graph whose ops the steps run: `graph` itself, or it with each fused block as one op
+        (same tensors, so tensor indices are those of `graph`)."""
+        if self.fused_graph is None:
+            return graph
+        if self.fused_graph.name != graph.name or len(self.fused_graph.tensors) != len(graph.tensors):
+            raise PlanError(f"{graph.name}: the plan's fused graph was made from another graph")
+        return self.fused_graph
 
 
 @dataclass(frozen=True)
@@ -270,16 +292,63 @@ def _search_pool(p: _Problem) -> tuple[int, dict[int, int]]:
             raise PlanError(f"{p.graph.name}: no segment plan found up to a pool of {limit} B")
 
 
-def plan_segments(graph: Graph, *, segment_bytes: int | None = None) -> SegmentPlan:
+def plan_segments(graph: Graph, *, segment_bytes: int | None = None, fuse: str = "none") -> SegmentPlan:
     """Plan `graph` on a circular pool with vMCU's segment-level reuse (see the module docstring).
 
     `segment_bytes` forces one segment size on every op with a segment kernel (and makes it the pool
     unit). By default the pool is first sized with 1-byte segments (the least memory this placement
     reaches); then the coarsest candidate unit whose pool stays within POOL_TOLERANCE of that is taken,
     each op using gcd(its vMCU segment size, unit).
+
+    `fuse` runs every fusable inverted bottleneck (vmcu.ir.fusion) as one kernel (vmcu.plan.fused):
+    "recompute" or "cache" for all blocks, "none" for none. "auto" chooses per block among the three,
+    least SRAM (pool + workspace) first, then fewest MACs: it starts from the best of the three uniform
+    choices, then visits the blocks (most recomputation first) and takes any other choice of one block
+    that improves the plan in that order.
     """
     if not graph.ops:
         raise PlanError(f"{graph.name}: the graph has no ops, so there is nothing to plan")
+    if fuse not in FUSE_OPTIONS:
+        raise PlanError(f"{graph.name}: fuse must be one of {', '.join(FUSE_OPTIONS)}, not '{fuse}'")
+    blocks = find_fusable_blocks(graph) if fuse != "none" else []
+    if not blocks:
+        return _plan_graph(graph, segment_bytes)
+    if fuse != "auto":
+        return _plan_fused(graph, blocks, [fuse] * len(blocks), segment_bytes)
+    return _choose_variants(graph, blocks, segment_bytes)
+
+
+def _choose_variants(graph: Graph, blocks: list[FusedBlock], segment_bytes: int | None) -> SegmentPlan:
+    """fuse="auto": the plan of least (SRAM, MACs) by one pass of single-block changes (see
+    `plan_segments`)."""
+    extra = []
+    for b in blocks:
+        g = fused_geometry(graph, b)
+        extra.append({"none": 0} | {v: fused_macs(g, v) - unfused_macs(graph, b) for v in VARIANTS})
+
+    def score(variants: list[str]) -> tuple[tuple[int, int], list[str], SegmentPlan]:
+        splan = _plan_fused(graph, blocks, variants, segment_bytes)
+        macs = sum(e[v] for e, v in zip(extra, variants, strict=True))
+        return (splan.pool_bytes + splan.workspace_bytes, macs), variants, splan
+
+    best = min((score([v] * len(blocks)) for v in ("none",) + VARIANTS), key=lambda s: s[0])
+    for i in sorted(range(len(blocks)), key=lambda i: -extra[i]["recompute"]):
+        for alternative in ("none",) + VARIANTS:
+            if alternative != best[1][i]:
+                trial = score(best[1][:i] + [alternative] + best[1][i + 1:])
+                best = min(best, trial, key=lambda s: s[0])
+    return best[2]
+
+
+def _plan_fused(graph: Graph, blocks: list[FusedBlock], variants: list[str],
+                segment_bytes: int | None) -> SegmentPlan:
+    """The plan with each block fused as its variant says ("none": left as separate ops)."""
+    kept = [(b, v) for b, v in zip(blocks, variants, strict=True) if v != "none"]
+    return _plan_graph(fuse_graph(graph, [b for b, _ in kept], [v for _, v in kept]), segment_bytes)
+
+
+def _plan_graph(graph: Graph, segment_bytes: int | None) -> SegmentPlan:
+    """`plan_segments` of one graph, possibly rewritten by `fuse_graph`."""
     base = _analyse(graph)
     if segment_bytes is not None:
         if segment_bytes < 1:
@@ -306,7 +375,7 @@ def _segments(base: _Analysis, size: Callable[[int], int]) -> dict[int, int]:
 def replace_bases(graph: Graph, splan: SegmentPlan, bases: dict[int, int]) -> SegmentPlan:
     """The same plan (segments, pool) with other tensor bases: how tests build plans the planner would
     not make (e.g. with a gap one segment too small) to see the checker reject them."""
-    base = _analyse(graph)
+    base = _analyse(splan.step_graph(graph))
     segments = {s.op: s.segment_bytes for s in splan.steps}
     return _assemble(_problem(base, segments, splan.pool_unit), bases, splan.pool_bytes)
 
@@ -328,7 +397,7 @@ def _assemble(p: _Problem, bases: dict[int, int], pool: int) -> SegmentPlan:
         if op.type == "RESHAPE" and chained >= 0 and gap == 0 and p.size(chained) == p.size(out):
             aliases.append((out, chained))
         input_bases = tuple(bases.get(t, -1) if t != NO_TENSOR else -1 for t in op.inputs)
-        workspace = sched.workspace_bytes if chained >= 0 else 0
+        workspace = sched.scratch_bytes + (sched.workspace_bytes if chained >= 0 else 0)
         steps.append(SegmentStep(
             op_index, op.type, op.inputs, input_bases, out, bases.get(out, -1), chained, gap, min_gap,
             p.segments[op_index], sched.unit_bytes, sched.steps, pool, workspace))
@@ -338,4 +407,5 @@ def _assemble(p: _Problem, bases: dict[int, int], pool: int) -> SegmentPlan:
     plan = MemoryPlan.for_graph(g, strategy="segment", order=p.base.order, placements=placements,
                                 peak_bytes=pool, lower_bound_bytes=round_up(_lower_bound(p), p.unit),
                                 alignment=alignment, aliases=tuple(aliases))
-    return SegmentPlan(plan, tuple(steps), pool, p.unit, max((s.workspace_bytes for s in steps), default=0))
+    return SegmentPlan(plan, tuple(steps), pool, p.unit, max((s.workspace_bytes for s in steps), default=0),
+                       g if any(op.type == FUSED_OP for op in g.ops) else None)

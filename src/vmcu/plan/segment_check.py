@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from vmcu.errors import PlanError
+from vmcu.ir.fusion import FUSED_OP, fused_block
 from vmcu.ir.graph import DTYPE_BYTES, NO_TENSOR, Graph, Op
 from vmcu.ir.params import op_params
 from vmcu.plan.segment import SegmentPlan
@@ -32,6 +33,7 @@ Runs = tuple[np.ndarray, np.ndarray, np.ndarray]  # step, byte offset in the ten
 def check_segment_plan(graph: Graph, splan: SegmentPlan) -> None:
     """Raise PlanError (one line) at the first read of a byte that no longer holds what it should."""
     where = f"{graph.name}: plan '{splan.plan.strategy}'"
+    graph = _step_graph(graph, splan, where)
     bases = _check_structure(graph, splan, where)
     pool = splan.pool_bytes
     owner = np.full(pool, -1, dtype=np.int64)
@@ -128,6 +130,8 @@ def access_pattern(graph: Graph, op: Op) -> tuple[dict[int, Runs], Runs]:
     inputs = list(dict.fromkeys(t for t in op.inputs if t != NO_TENSOR and not graph.tensors[t].is_const))
     if op.type in WINDOWED:
         return _windowed(graph, op)
+    if op.type == FUSED_OP:
+        return _fused(graph, op)
     if op.type in ("FULLY_CONNECTED", "SOFTMAX"):
         inp = graph.tensors[op.inputs[0]]
         depth = graph.tensors[op.inputs[1]].shape[1] if op.type == "FULLY_CONNECTED" else inp.shape[-1]
@@ -170,6 +174,61 @@ def _windowed(graph: Graph, op: Op) -> tuple[dict[int, Runs], Runs]:
     pixels = np.arange(n * oh * ow)
     return ({op.inputs[0]: (step, offset, np.full(len(step), c * ei))},
             (pixels, pixels * oc * eo, np.full(len(pixels), oc * eo)))
+
+
+def _step_graph(graph: Graph, splan: SegmentPlan, where: str) -> Graph:
+    """The graph the plan's steps run; a fused op must stand for ops of `graph` itself."""
+    stepped = splan.step_graph(graph)
+    for op in stepped.ops:
+        if op.type == FUSED_OP and any(graph.ops[o.index] != o for o in fused_block(op).ops):
+            raise PlanError(f"{where}: fused op {op.index} does not match the ops of the graph")
+    return stepped
+
+
+def _fused(graph: Graph, op: Op) -> tuple[dict[int, Runs], Runs]:
+    """A fused inverted bottleneck, replayed as its kernel loops (vmcu.plan.fused): output pixels in
+    row-major order; before each, the E pixels it expands ("recompute": the whole window at the row's
+    first pixel, then the columns the window gains; "cache": row-major over the columns some window needs,
+    up to the last pixel this window needs), each reading one C_in-byte input pixel; then the residual
+    pixel. Every window tap must find its E pixel in the ring slot [row % Rh][col % Rw], or the
+    workspace is too small."""
+    block = fused_block(op)
+    e, d, pr = (op_params(graph, o) for o in (block.expand, block.depthwise, block.project))
+    pads = op_params(graph, block.pad).paddings if block.pad is not None else ((0, 0),) * 4
+    _, _, w, c_in = e.input_shape
+    _, mh, mw, _ = e.output_shape
+    _, oh, ow, c_out = pr.output_shape
+    kh, kw = d.filter_shape[1:3]
+    sh, sw = d.stride_h * pr.stride_h, d.stride_w * pr.stride_w
+    top, left = pads[1][0] + d.pad_top, pads[2][0] + d.pad_left
+    cache = op.options["variant"] == "cache"
+    ring_h, ring_w = min(kh, mh), (min((ow - 1) * sw - left + kw, mw) if cache else min(kw, mw))
+    ring: dict[tuple[int, int], tuple[int, int]] = {}
+    steps, offsets, done = [], [], -1
+    for t in range(oh * ow):
+        oy, ox = divmod(t, ow)
+        r0, c0 = oy * sh - top, ox * sw - left
+        rows = range(max(r0, 0), min(r0 + kh, mh))
+        cols = range(max(c0, 0), min(c0 + kw, mw))
+        if cache:
+            last = rows[-1] * ring_w + cols[-1] if rows and cols else -1
+            fresh = [divmod(i, ring_w) for i in range(done + 1, last + 1)]
+            done = max(done, last)
+        else:
+            fresh = [(r, c) for c in cols if ox == 0 or c >= c0 + kw - sw for r in rows]
+        for r, c in fresh:
+            ring[r % ring_h, c % ring_w] = (r, c)
+            steps.append(t)
+            offsets.append(((r * e.stride_h) * w + c * e.stride_w) * c_in)
+        if any(ring.get((r % ring_h, c % ring_w)) != (r, c) for r in rows for c in cols):
+            raise PlanError(f"op {op.index} {op.type}: step {t} finds an expanded pixel evicted from its "
+                            f"{ring_h}x{ring_w} ring")
+        if block.add is not None:
+            steps.append(t)
+            offsets.append(t * c_in)
+    pixels = np.arange(oh * ow)
+    reads = (np.asarray(steps, dtype=np.int64), np.asarray(offsets, dtype=np.int64), np.full(len(steps), c_in))
+    return {op.inputs[0]: reads}, (pixels, pixels * c_out, np.full(len(pixels), c_out))
 
 
 def _first_writes(graph: Graph, op: Op, writes: Runs, where: str) -> np.ndarray:

@@ -32,8 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from vmcu.errors import PlanError
+from vmcu.ir.fusion import FUSED_OP, fused_block
 from vmcu.ir.graph import DTYPE_BYTES, NO_TENSOR, Graph, Op, Tensor
 from vmcu.ir.params import op_params
+from vmcu.plan.fused import fused_geometry, input_lows, workspace_bytes
 
 WINDOWED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "MAX_POOL_2D")
 ELEMENTWISE_OPS = ("ADD", "MUL", "LOGISTIC", "QUANTIZE", "DEQUANTIZE", "RESHAPE", "SOFTMAX")
@@ -74,7 +76,8 @@ class OpSchedule:
 
     `gaps` maps each distinct activation input to the least gap in bytes (not yet rounded to segments);
     `segment_bytes` is the default segment size; `steps` x `unit_bytes` is the output size;
-    `workspace_bytes` is what the kernel needs to stage a unit when its output overlaps an input.
+    `workspace_bytes` is what the kernel needs to stage a unit when its output overlaps an input;
+    `scratch_bytes` what it needs in any case (a fused block's expanded pixels and depthwise pixel).
     """
 
     op: int
@@ -84,6 +87,7 @@ class OpSchedule:
     segment_bytes: int
     gaps: tuple[tuple[int, int], ...]
     workspace_bytes: int
+    scratch_bytes: int = 0
 
     def gap(self, tensor: int) -> int:
         return dict(self.gaps)[tensor]
@@ -347,6 +351,8 @@ def op_schedule(graph: Graph, op: Op) -> OpSchedule:
     if len(op.outputs) != 1:
         raise PlanError(f"{graph.name}: op {op.index} {op.type} has {len(op.outputs)} outputs; segment "
                         "planning needs exactly one")
+    if op.type == FUSED_OP:
+        return fused_schedule(graph, op)
     out = graph.tensors[op.outputs[0]]
     inputs = activation_inputs(graph, op)
     unit = unit_bytes(graph, op) if op.type in SEGMENT_OPS else 0
@@ -357,3 +363,17 @@ def op_schedule(graph: Graph, op: Op) -> OpSchedule:
     gaps = tuple((t, enumerated_gap(lows, unit)) for t, lows in read_lows(graph, op).items())
     return OpSchedule(op.index, True, steps, unit, default_segment_bytes(graph, op), gaps,
                       unit if staged else 0)
+
+
+def fused_schedule(graph: Graph, op: Op) -> OpSchedule:
+    """A fused inverted bottleneck (vmcu.plan.fused): one step per output pixel, stored straight into the
+    pool, the gap of its loop order by enumeration, the segment min(C_in, C_out) as for a conv, and the
+    expanded pixels and depthwise pixel as scratch. One output pixel: no overlap, as for staged kernels."""
+    g = fused_geometry(graph, fused_block(op))
+    variant = op.options["variant"]
+    x, out = op.inputs[0], graph.tensors[op.outputs[0]]
+    scratch = workspace_bytes(g, variant)
+    if g.steps <= 1:
+        return OpSchedule(op.index, False, 1, out.nbytes, 1, ((x, out.nbytes),), 0, scratch)
+    gap = enumerated_gap(input_lows(g, variant), g.out_c)
+    return OpSchedule(op.index, True, g.steps, g.out_c, min(g.in_c, g.out_c), ((x, gap),), 0, scratch)

@@ -10,7 +10,9 @@ come out wrong; if it is right, they are bit-exact with `run_reference`.
 
 Each unit recomputes the whole op on the current pool contents (only when those contents changed since
 the previous unit), so the cost is (steps x op): for small graphs only. Ops without a segment kernel
-(TRANSPOSE, CONCATENATION) compute once and store their whole output.
+(TRANSPOSE, CONCATENATION) compute once and store their whole output. A fused inverted bottleneck runs
+its own loop (vmcu.plan.fused): it reads each input pixel from the pool when it expands it, keeps the
+expanded pixels in a ring as the kernel does, and stores each output pixel in turn.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import numpy as np
 
 from vmcu.errors import UnsupportedOpError
 from vmcu.frontend.tflite import NUMPY_DTYPES
-from vmcu.ir.graph import DTYPE_BYTES, NO_TENSOR, Graph, Tensor
+from vmcu.ir.fusion import FUSED_OP, fused_block
+from vmcu.ir.graph import DTYPE_BYTES, NO_TENSOR, Graph, Op, Tensor
 from vmcu.ir.params import op_params
+from vmcu.plan.fused import FusedArithmetic, expanded_pixels, fused_geometry, input_offsets
 from vmcu.plan.segment import SegmentPlan
 from vmcu.plan.segment_gap import stages_units
 from vmcu.reference.kernels import REFERENCE_KERNELS
@@ -43,6 +47,11 @@ class Pool:
         raw = self.data[self._addr(base, t.nbytes)].copy()
         return raw.view(NUMPY_DTYPES[t.dtype]).reshape(t.shape)
 
+    def pixels(self, base: int, offsets: np.ndarray, n: int) -> np.ndarray:
+        """int8 runs of `n` bytes at `base + offset` (mod size), one row per offset."""
+        addr = (base + offsets[:, None] + np.arange(n)[None, :]) % len(self.data)
+        return self.data[addr].view(np.int8)
+
     def write(self, base: int, raw: np.ndarray) -> None:
         self.data[self._addr(base, raw.size)] = raw
 
@@ -57,8 +66,14 @@ def simulate_segment_plan(graph: Graph, splan: SegmentPlan,
         t = graph.tensors[idx]
         pool.write(bases[idx], _bytes(np.asarray(x).astype(NUMPY_DTYPES[t.dtype]).reshape(t.shape)))
     values: dict[int, np.ndarray] = {}
+    graph = splan.step_graph(graph)
     for op_index in splan.plan.order:
         op = graph.ops[op_index]
+        if op.type == FUSED_OP:
+            out = graph.tensors[op.outputs[0]]
+            _run_fused(graph, op, pool, bases)
+            values[out.index] = pool.read(bases[out.index], out)
+            continue
         kernel = REFERENCE_KERNELS.get(op.type)
         if kernel is None:
             raise UnsupportedOpError(f"op {op.index}: operator {op.type} is not supported")
@@ -85,6 +100,35 @@ def simulate_segment_plan(graph: Graph, splan: SegmentPlan,
     for idx in graph.outputs:
         values[idx] = pool.read(bases[idx], graph.tensors[idx])
     return values
+
+
+def _run_fused(graph: Graph, op: Op, pool: Pool, bases: dict[int, int]) -> None:
+    """One fused block, step by step on the pool (see vmcu.plan.fused for the loop)."""
+    block = fused_block(op)
+    g = fused_geometry(graph, block)
+    variant = op.options["variant"]
+    math = FusedArithmetic.of(graph, block, variant)
+    steps, rows, cols = expanded_pixels(g, variant)
+    bounds = np.searchsorted(steps, np.arange(g.steps + 1))
+    offsets = input_offsets(g, rows, cols)
+    x_base, y_base = bases[op.inputs[0]], bases[op.outputs[0]]
+    ring_w = g.ring_w(variant)
+    ring = np.zeros((g.ring_h, ring_w, g.mid_c), dtype=np.int8)
+    for t in range(g.steps):
+        now = slice(bounds[t], bounds[t + 1])
+        if bounds[t + 1] > bounds[t]:
+            x = pool.pixels(x_base, offsets[now], g.in_c)
+            ring[rows[now] % g.ring_h, cols[now] % ring_w] = math.expand_pixels(x)
+        oy, ox = divmod(t, g.out_w)
+        r = oy * g.step_h - g.pad_top + np.arange(g.kernel_h)
+        c = ox * g.step_w - g.pad_left + np.arange(g.kernel_w)
+        inside = ((r >= 0) & (r < g.mid_h))[:, None] & ((c >= 0) & (c < g.mid_w))[None, :]
+        window = np.where(inside[:, :, None], ring[(r % g.ring_h)[:, None], (c % ring_w)[None, :]],
+                          np.int8(math.mid_zero_point))
+        y = math.project_pixel(math.depthwise_pixel(window))
+        if g.residual:
+            y = math.residual_pixel(pool.pixels(x_base, np.array([t * g.in_c]), g.in_c)[0], y)
+        pool.write(y_base + t * g.out_c, _bytes(y))
 
 
 def _bytes(a: np.ndarray) -> np.ndarray:

@@ -1,106 +1,164 @@
 /* CONV_2D int8 for Cortex-M with the DSP extension (same results as ref/conv_2d.c).
  *
- * Output pixels are taken two at a time in row-major order. Their receptive fields are first written to
- * the scratch column buffer as int16 (x + input_offset, 0 for padding), interleaved by groups of four
- * elements: [p0 (k0,k2)] [p0 (k1,k3)] [p1 (k0,k2)] [p1 (k1,k3)], the order in which SXTB16 and
- * SXTB16 ROR #8 unpack four weights. Each pair of output channels is then a 2x2 block of SMLAD dot
- * products (two weight loads, two LDRDs, four unpacks and eight SMLADs per 16 MACs). The K % 4 tail
- * follows the groups as int16 [p0 tail][p1 tail]. Pointwise convolutions (1x1, no padding) convert
- * the input pixels directly; others gather the taps, through an int8 staging row when Cin % 4 != 0.
- * Both pixels are read before either is stored, so the output may overlap the input as a segment plan
- * allows (the column buffer is the workspace).
+ * Output pixels are taken two at a time in row-major order. Their receptive fields (K = kh * kw * Cin
+ * values, padded with zeros to a multiple of four) are first written to the scratch column buffer as
+ * int16 (x + input_offset, 0 for padding), interleaved by groups of four elements:
+ * [p0 (k0,k2)] [p0 (k1,k3)] [p1 (k0,k2)] [p1 (k1,k3)], the order in which SXTB16 and SXTB16 ROR #8
+ * unpack four weights. Each pair of output channels is then a 2x2 block of SMLAD dot products (two weight
+ * loads, two LDRDs, four unpacks and eight SMLADs per 16 MACs) in one asm loop over the channels of a
+ * chunk, and the chunk's accumulators are requantized together. Pointwise convolutions with Cin % 4 == 0
+ * convert the input pixels directly; other shapes gather the taps, through an int8 staging row when
+ * Cin % 4 != 0. A weight row's last group may then read up to three bytes of the next row, which meet
+ * zeros in the column; only the filter's last row is done without reading past its end. Both pixels are
+ * read before either is stored, so the output may overlap the input as a segment plan allows (the column
+ * buffer is the workspace).
  */
 #include "vmcu_arm.h"
 #include "vmcu_kernels.h"
 
 typedef struct {
-    const vmcu_conv_2d_params_t *p;
-    const int8_t *input;
-    int32_t k, groups, tail;
-    int32_t pointwise, staged;
+    int32_t in_h, in_w, in_c, filter_h, filter_w, dil_h, dil_w, input_offset;
+    int32_t k, groups, pointwise, staged;
     int16x2_t offset2;
-    uint32_t *col;  /* groups * 4 words, then 2 * tail int16 */
-    int8_t *stage;  /* k bytes when staged */
+    uint32_t *col;  /* 4 * groups words */
+    int8_t *stage;  /* 4 * groups bytes when staged */
 } column_t;
 
 /* Converts 4 * n int8 values from `src` into groups g0 .. g0 + n - 1 of pixel slot `slot`. */
-static void convert_groups(const column_t *c, int32_t slot, const int8_t *src, int32_t g0, int32_t n) {
+static inline void convert_groups(const column_t *c, int32_t slot, const int8_t *src, int32_t g0, int32_t n) {
     uint32_t *dst = c->col + 4 * g0 + 2 * slot;
+    const int16x2_t offset2 = c->offset2;
     for (int32_t g = 0; g < n; ++g, src += 4, dst += 4) {
         const uint32_t v = vmcu_load32(src);
-        dst[0] = (uint32_t)__sxtab16(c->offset2, (int8x4_t)v);
-        dst[1] = (uint32_t)vmcu_sxtab16_ror8(c->offset2, v);
+        dst[0] = (uint32_t)__sxtab16(offset2, (int8x4_t)v);
+        dst[1] = (uint32_t)vmcu_sxtab16_ror8(offset2, v);
     }
 }
 
-/* Converts a whole receptive field held contiguously at `src` (k bytes). */
-static void convert_field(const column_t *c, int32_t slot, const int8_t *src) {
-    convert_groups(c, slot, src, 0, c->groups);
-    int16_t *tail = (int16_t *)(c->col + 4 * c->groups) + slot * c->tail;
-    for (int32_t j = 0; j < c->tail; ++j) {
-        tail[j] = (int16_t)(src[4 * c->groups + j] + c->p->input_offset);
+/* Short copies and fills a word at a time (M4/M7 LDR/STR take unaligned addresses). */
+static inline void copy_bytes(int8_t *dst, const int8_t *src, int32_t n) {
+    int32_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        vmcu_store32(dst + j, vmcu_load32(src + j));
+    }
+    for (; j < n; ++j) {
+        dst[j] = src[j];
     }
 }
 
-/* Writes the receptive field of flat output pixel `pixel` into slot `slot` of the column buffer. */
-static void fill(const column_t *c, int32_t slot, int32_t pixel) {
-    const vmcu_conv_2d_params_t *p = c->p;
-    const int32_t in_h = p->input_shape[1], in_w = p->input_shape[2], in_c = p->input_shape[3];
-    const int32_t out_w = p->output_shape[2], out_hw = p->output_shape[1] * out_w;
-    const int32_t b = pixel / out_hw, oy = pixel % out_hw / out_w, ox = pixel % out_w;
-    const int32_t iy0 = oy * p->stride_h - p->pad_top, ix0 = ox * p->stride_w - p->pad_left;
-    const int8_t *image = c->input + b * in_h * in_w * in_c;
-    if (c->pointwise) {
-        convert_field(c, slot, image + (iy0 * in_w + ix0) * in_c);
+static inline void fill_bytes(int8_t *dst, int8_t v, int32_t n) {
+    const uint32_t word = (uint8_t)v * 0x01010101u;
+    int32_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        vmcu_store32(dst + j, word);
+    }
+    for (; j < n; ++j) {
+        dst[j] = v;
+    }
+}
+
+/* Gathers the receptive field at input origin (iy0, ix0) into the int8 staging row, the input zero point
+ * standing for padding (and for the K % 4 filler); with dilation_w 1 each filter row's in-bounds taps
+ * are one contiguous copy. */
+static void stage_field(const column_t *c, const int8_t *image, int32_t iy0, int32_t ix0) {
+    const int32_t in_c = c->in_c, filter_w = c->filter_w, dil_w = c->dil_w, row = filter_w * in_c;
+    const int8_t zero_point = (int8_t)-c->input_offset;
+    const int32_t fx0 = ix0 < 0 ? vmcu_min_i32((-ix0 + dil_w - 1) / dil_w, filter_w) : 0;
+    const int32_t fx1 = vmcu_max_i32(fx0, vmcu_min_i32(filter_w, (c->in_w - ix0 + dil_w - 1) / dil_w));
+    int8_t *dst = c->stage;
+    const int32_t rows_inside = iy0 >= 0 && iy0 + (c->filter_h - 1) * c->dil_h < c->in_h;
+    if (fx0 == 0 && fx1 == filter_w && dil_w == 1 && rows_inside) {
+        const int8_t *src = image + (iy0 * c->in_w + ix0) * in_c;
+        for (int32_t fy = 0; fy < c->filter_h; ++fy, dst += row, src += c->dil_h * c->in_w * in_c) {
+            copy_bytes(dst, src, row);  /* a window inside the image: one copy per filter row */
+        }
+        fill_bytes(dst, zero_point, 4 * c->groups - c->k);
         return;
     }
-    const int8_t zero_point = (int8_t)-p->input_offset;
-    int8_t *stage = c->stage;
-    int32_t k = 0;
-    for (int32_t fy = 0; fy < p->filter_shape[1]; ++fy) {
-        const int32_t iy = iy0 + fy * p->dilation_h;
-        for (int32_t fx = 0; fx < p->filter_shape[2]; ++fx, k += in_c) {
-            const int32_t ix = ix0 + fx * p->dilation_w;
-            const int inside = iy >= 0 && iy < in_h && ix >= 0 && ix < in_w;
-            const int8_t *src = image + (iy * in_w + ix) * in_c;
-            if (c->staged) {
-                for (int32_t j = 0; j < in_c; ++j) {
-                    *stage++ = inside ? src[j] : zero_point;
-                }
-            } else if (inside) {
-                convert_groups(c, slot, src, k / 4, in_c / 4);
-            } else {
-                for (uint32_t *d = c->col + k + 2 * slot, *end = d + in_c; d < end; d += 4) {
-                    d[0] = 0;
-                    d[1] = 0;
+    for (int32_t fy = 0; fy < c->filter_h; ++fy, dst += row) {
+        const int32_t iy = iy0 + fy * c->dil_h;
+        if (iy < 0 || iy >= c->in_h || fx1 == fx0) {
+            fill_bytes(dst, zero_point, row);
+            continue;
+        }
+        const int8_t *src = image + (iy * c->in_w + ix0 + fx0 * dil_w) * in_c;
+        fill_bytes(dst, zero_point, fx0 * in_c);
+        if (dil_w == 1) {
+            copy_bytes(dst + fx0 * in_c, src, (fx1 - fx0) * in_c);
+        } else {
+            for (int32_t fx = fx0; fx < fx1; ++fx, src += dil_w * in_c) {
+                copy_bytes(dst + fx * in_c, src, in_c);
+            }
+        }
+        fill_bytes(dst + fx1 * in_c, zero_point, (filter_w - fx1) * in_c);
+    }
+    fill_bytes(dst, zero_point, 4 * c->groups - c->k);
+}
+
+/* Writes the receptive field at input origin (iy0, ix0) of `image` into slot `slot` of the column. */
+static void fill(const column_t *c, int32_t slot, const int8_t *image, int32_t iy0, int32_t ix0) {
+    const int32_t in_c = c->in_c;
+    if (c->staged) {
+        stage_field(c, image, iy0, ix0);
+        convert_groups(c, slot, c->stage, 0, c->groups);
+    } else if (c->pointwise) {
+        convert_groups(c, slot, image + (iy0 * c->in_w + ix0) * in_c, 0, c->groups);
+    } else {
+        int32_t g = 0;
+        for (int32_t fy = 0; fy < c->filter_h; ++fy) {
+            const int32_t iy = iy0 + fy * c->dil_h;
+            for (int32_t fx = 0; fx < c->filter_w; ++fx, g += in_c / 4) {
+                const int32_t ix = ix0 + fx * c->dil_w;
+                if (iy >= 0 && iy < c->in_h && ix >= 0 && ix < c->in_w) {
+                    convert_groups(c, slot, image + (iy * c->in_w + ix) * in_c, g, in_c / 4);
+                } else {
+                    for (uint32_t *d = c->col + 4 * g + 2 * slot, *end = d + in_c; d < end; d += 4) {
+                        d[0] = 0;
+                        d[1] = 0;
+                    }
                 }
             }
         }
     }
-    if (c->staged) {
-        convert_field(c, slot, c->stage);
+}
+
+/* One weight row's dot products with both pixels in C, reading exactly k bytes of it. */
+static void one_row(const column_t *c, const int8_t *w, int32_t *s0, int32_t *s1) {
+    const int32_t full = c->k / 4;
+    const uint32_t *x = c->col;
+    int32_t a0 = *s0, a1 = *s1;
+    for (int32_t g = 0; g < c->groups; ++g, x += 4, w += 4) {
+        uint32_t u = 0;
+        if (g < full) {
+            u = vmcu_load32(w);
+        } else {
+            for (int32_t j = c->k - 4 * g - 1; j >= 0; --j) {
+                u = u << 8 | (uint8_t)w[j];
+            }
+        }
+        const int16x2_t lo = __sxtb16((int8x4_t)u), hi = vmcu_sxtb16_ror8(u);
+        a0 = __smlad((int16x2_t)x[1], hi, __smlad((int16x2_t)x[0], lo, a0));
+        a1 = __smlad((int16x2_t)x[3], hi, __smlad((int16x2_t)x[2], lo, a1));
     }
+    *s0 = a0;
+    *s1 = a1;
 }
 
-/* One group of four inputs of both pixels against two weight rows: 16 MACs. */
-static inline void group_2x2(const uint32_t *x, const int8_t *w0, const int8_t *w1, int32_t *s) {
-    const uint32_t u0 = vmcu_load32(w0), u1 = vmcu_load32(w1);
-    const int16x2_t lo0 = __sxtb16((int8x4_t)u0), hi0 = vmcu_sxtb16_ror8(u0);
-    const int16x2_t lo1 = __sxtb16((int8x4_t)u1), hi1 = vmcu_sxtb16_ror8(u1);
-    s[0] = __smlad((int16x2_t)x[1], hi0, __smlad((int16x2_t)x[0], lo0, s[0]));
-    s[1] = __smlad((int16x2_t)x[1], hi1, __smlad((int16x2_t)x[0], lo1, s[1]));
-    s[2] = __smlad((int16x2_t)x[3], hi0, __smlad((int16x2_t)x[2], lo0, s[2]));
-    s[3] = __smlad((int16x2_t)x[3], hi1, __smlad((int16x2_t)x[2], lo1, s[3]));
-}
-
-/* The same over `pairs` pairs of groups (pairs >= 1), as one asm loop: GCC's register allocation of the
- * C version reloads inputs and spills (about 1.34 instructions per MAC); this runs 35 instructions per
- * 32 MACs. 13 register operands, so it also compiles at -O0 and with a frame pointer; the loop end
- * lives in memory. Needs `x` 4-byte aligned (LDRD); weights may be unaligned (LDR). */
-static inline void groups_2x2_asm(const uint32_t *x, const int8_t *w0, const int8_t *w1, int32_t pairs,
-                                  int32_t *s) {
-    const uint32_t *const end = x + 8 * pairs;
-    int32_t s00 = s[0], s01 = s[1], s10 = s[2], s11 = s[3];
+/* For rows / 2 pairs of weight rows starting at w (row stride k): acc0[i], acc0[i + 1] and acc1[i],
+ * acc1[i + 1] (acc1 = acc0 + n) = bias[i], bias[i + 1] plus the column of both pixels against rows i and
+ * i + 1: `pairs` pairs of groups, then one more group if `single`. `bias` advances by bias_step bytes per
+ * row pair (0 to reread a pair of zeros). Per pair of groups 35 instructions for 32 MACs, per pair of rows
+ * 28 more. The outer state lives in memory: the inner loop needs 13 registers, so this also compiles at
+ * -O0 and with a frame pointer. The column must be 4-byte aligned (LDRD); weights and bias need not be. */
+static void rows_2x2_asm(const uint32_t *col, int32_t pairs, int32_t single, const int8_t *w, int32_t k,
+                         int32_t rows, const int32_t *bias, int32_t bias_step, int32_t *acc0, int32_t n) {
+    const uint32_t *const xend = col + 8 * pairs;
+    const int32_t n_bytes = 4 * n, skip = k - 8 * pairs - 4 * single;  /* row bytes the loop leaves */
+    int32_t count = rows / 2;
+    int32_t *acc = acc0;
+    const int8_t *w0 = w, *w1 = w + k;
+    const uint32_t *x;
+    int32_t s00, s01, s10, s11;
     uint32_t xa, xb, lo0, hi0, lo1, hi1;
 #define VMCU_GROUP_2X2                          \
     "ldr %[hi0], [%[w0]], #4\n\t"               \
@@ -119,100 +177,110 @@ static inline void groups_2x2_asm(const uint32_t *x, const int8_t *w0, const int
     "smlad %[s10], %[xb], %[hi0], %[s10]\n\t"   \
     "smlad %[s11], %[xa], %[lo1], %[s11]\n\t"   \
     "smlad %[s11], %[xb], %[hi1], %[s11]\n\t"
-    __asm__ volatile("1:\n\t" VMCU_GROUP_2X2 VMCU_GROUP_2X2
-                     "ldr %[xa], %[end]\n\t"
+    __asm__ volatile("2:\n\t"
+                     "ldr %[xa], %[bias]\n\t"
+                     "ldr %[xb], %[bstep]\n\t"
+                     "ldr %[s00], [%[xa]]\n\t"
+                     "ldr %[s01], [%[xa], #4]\n\t"
+                     "add %[xa], %[xa], %[xb]\n\t"
+                     "str %[xa], %[bias]\n\t"
+                     "mov %[s10], %[s00]\n\t"
+                     "mov %[s11], %[s01]\n\t"
+                     "ldr %[x], %[col]\n\t"
+                     "ldr %[xa], %[xend]\n\t"
+                     "cmp %[x], %[xa]\n\t"
+                     "beq 3f\n\t"
+                     "1:\n\t" VMCU_GROUP_2X2 VMCU_GROUP_2X2
+                     "ldr %[xa], %[xend]\n\t"
                      "cmp %[x], %[xa]\n\t"
                      "bne 1b\n\t"
-                     : [s00] "+r"(s00), [s01] "+r"(s01), [s10] "+r"(s10), [s11] "+r"(s11), [x] "+r"(x),
+                     "3:\n\t"
+                     "ldr %[xa], %[single]\n\t"
+                     "cmp %[xa], #0\n\t"
+                     "beq 4f\n\t" VMCU_GROUP_2X2
+                     "4:\n\t"
+                     "ldr %[xa], %[acc]\n\t"
+                     "ldr %[xb], %[nb]\n\t"
+                     "strd %[s00], %[s01], [%[xa]], #8\n\t"
+                     "str %[xa], %[acc]\n\t"
+                     "add %[xb], %[xb], %[xa]\n\t"
+                     "strd %[s10], %[s11], [%[xb], #-8]\n\t"
+                     "ldr %[xa], %[skip]\n\t"
+                     "add %[w0], %[w1], %[xa]\n\t"
+                     "ldr %[xa], %[k]\n\t"
+                     "add %[w1], %[w0], %[xa]\n\t"
+                     "ldr %[xa], %[count]\n\t"
+                     "subs %[xa], %[xa], #1\n\t"
+                     "str %[xa], %[count]\n\t"
+                     "bne 2b\n\t"
+                     : [s00] "=&r"(s00), [s01] "=&r"(s01), [s10] "=&r"(s10), [s11] "=&r"(s11), [x] "=&r"(x),
                        [w0] "+r"(w0), [w1] "+r"(w1), [xa] "=&r"(xa), [xb] "=&r"(xb), [lo0] "=&r"(lo0),
-                       [hi0] "=&r"(hi0), [lo1] "=&r"(lo1), [hi1] "=&r"(hi1)
-                     : [end] "m"(end)
+                       [hi0] "=&r"(hi0), [lo1] "=&r"(lo1), [hi1] "=&r"(hi1), [acc] "+m"(acc),
+                       [count] "+m"(count), [bias] "+m"(bias)
+                     : [xend] "m"(xend), [col] "m"(col), [k] "m"(k), [skip] "m"(skip), [nb] "m"(n_bytes),
+                       [bstep] "m"(bias_step), [single] "m"(single)
                      : "cc", "memory");
 #undef VMCU_GROUP_2X2
-    s[0] = s00;
-    s[1] = s01;
-    s[2] = s10;
-    s[3] = s11;
-}
-
-/* acc[2 * slot + j] += column(slot) . weight row j, for the two rows w0 and w1. */
-static inline void dot_2x2(const column_t *c, const int8_t *w0, const int8_t *w1, int32_t *acc) {
-    const uint32_t *x = c->col;
-    const int32_t pairs = c->groups >> 1;
-    if (pairs > 0) {
-        groups_2x2_asm(x, w0, w1, pairs, acc);
-        x += 8 * pairs;
-        w0 += 8 * pairs;
-        w1 += 8 * pairs;
-    }
-    if (c->groups & 1) {
-        group_2x2(x, w0, w1, acc);
-        x += 4;
-        w0 += 4;
-        w1 += 4;
-    }
-    const int16_t *t = (const int16_t *)x;
-    for (int32_t j = 0; j < c->tail; ++j) {
-        acc[0] += t[j] * w0[j];
-        acc[1] += t[j] * w1[j];
-        acc[2] += t[c->tail + j] * w0[j];
-        acc[3] += t[c->tail + j] * w1[j];
-    }
-}
-
-/* Requantizes and stores a 2x2 block: channels c0, c1 of the pixels at o0 and o1. Kept out of line:
- * inlined after the asm loop, GCC would reload every loop variable from the stack. */
-static __attribute__((noinline)) void store_2x2(const vmcu_requant_t *r, int32_t c0, int32_t c1,
-                                                const int32_t *acc, int8_t *o0, int8_t *o1) {
-    if (r->fast) {
-        const int32_t e0 = -r->shift[c0], e1 = -r->shift[c1];
-        const int32_t m0 = r->multiplier[c0], m1 = r->multiplier[c1];
-        const int32_t r0 = vmcu_requant_round(r, e0), r1 = vmcu_requant_round(r, e1);
-        o0[c0] = vmcu_requant_clamp(r, vmcu_requant_fast(acc[0], m0, e0, r0));
-        o1[c0] = vmcu_requant_clamp(r, vmcu_requant_fast(acc[2], m0, e0, r0));
-        o0[c1] = vmcu_requant_clamp(r, vmcu_requant_fast(acc[1], m1, e1, r1));
-        o1[c1] = vmcu_requant_clamp(r, vmcu_requant_fast(acc[3], m1, e1, r1));
-    } else {
-        o0[c0] = vmcu_requant_one(r, acc[0], c0);
-        o1[c0] = vmcu_requant_one(r, acc[2], c0);
-        o0[c1] = vmcu_requant_one(r, acc[1], c1);
-        o1[c1] = vmcu_requant_one(r, acc[3], c1);
-    }
 }
 
 void vmcu_conv_2d_s8(const vmcu_conv_2d_params_t *p, const int8_t *input, const int8_t *filter,
                      const int32_t *bias, int8_t *output, int8_t *scratch) {
-    const int32_t in_c = p->input_shape[3], out_c = p->output_shape[3];
-    const int32_t pixels = p->output_shape[0] * p->output_shape[1] * p->output_shape[2];
+    const int32_t out_h = p->output_shape[1], out_w = p->output_shape[2], out_c = p->output_shape[3];
+    const int32_t pixels = p->output_shape[0] * out_h * out_w;
     column_t c;
-    c.p = p;
-    c.input = input;
-    c.k = p->filter_shape[1] * p->filter_shape[2] * in_c;
-    c.groups = c.k / 4;
-    c.tail = c.k % 4;
-    c.pointwise = p->filter_shape[1] == 1 && p->filter_shape[2] == 1 && p->pad_top == 0 && p->pad_left == 0;
-    c.staged = !c.pointwise && in_c % 4 != 0;
+    c.in_h = p->input_shape[1];
+    c.in_w = p->input_shape[2];
+    c.in_c = p->input_shape[3];
+    c.filter_h = p->filter_shape[1];
+    c.filter_w = p->filter_shape[2];
+    c.dil_h = p->dilation_h;
+    c.dil_w = p->dilation_w;
+    c.input_offset = p->input_offset;
+    c.k = c.filter_h * c.filter_w * c.in_c;
+    c.groups = (c.k + 3) / 4;
+    c.pointwise = c.filter_h == 1 && c.filter_w == 1 && p->pad_top == 0 && p->pad_left == 0;
+    c.staged = c.in_c % 4 != 0;
     c.offset2 = vmcu_dup16(p->input_offset);
     c.col = (uint32_t *)(void *)scratch;
-    c.stage = scratch + 16 * c.groups + 4 * c.tail;
+    c.stage = scratch + 16 * c.groups;
+    int32_t *const acc = (int32_t *)(void *)(c.stage + (c.staged ? 4 * c.groups : 0));
+    int32_t *const zeros = acc + 2 * vmcu_min_i32(out_c, VMCU_ACC_CHUNK);  /* the bias of a layer without */
+    zeros[0] = zeros[1] = 0;
+    const int32_t image_bytes = c.in_h * c.in_w * c.in_c;
     const vmcu_requant_t r = vmcu_requant_init(p->output_multiplier, p->output_shift, p->output_offset,
-                                               p->activation_min, p->activation_max, bias, p->has_bias, out_c,
-                                               c.k * 255 * 128);
+                                               p->activation_min, p->activation_max);
+    const int8_t *image = input;
+    int32_t oy = 0, ox = 0;
     for (int32_t px = 0; px < pixels; px += 2) {
         const int32_t pair = px + 1 < pixels;
-        fill(&c, 0, px);
-        fill(&c, 1, pair ? px + 1 : px);
-        int8_t *out0 = output + px * out_c, *out1 = pair ? out0 + out_c : out0;
-        const int8_t *w = filter;
-        for (int32_t oc = 0; oc < out_c; oc += 2, w += 2 * c.k) {
-            const int32_t oc1 = oc + 1 < out_c ? oc + 1 : oc;
-            int32_t acc[4] = {0, 0, 0, 0};
-            if (p->has_bias) {
-                acc[0] = acc[2] = bias[oc];
-                acc[1] = acc[3] = bias[oc1];
+        for (int32_t slot = 0; slot < 2; ++slot) {
+            fill(&c, slot, image, oy * p->stride_h - p->pad_top, ox * p->stride_w - p->pad_left);
+            if (slot == 0 && !pair) {
+                fill(&c, 1, image, oy * p->stride_h - p->pad_top, ox * p->stride_w - p->pad_left);
+                break;
             }
-            dot_2x2(&c, w, oc1 != oc ? w + c.k : w, acc);
-            store_2x2(&r, oc, oc1, acc, out0, out1);
+            if (++ox == out_w) {
+                ox = 0;
+                if (++oy == out_h) {
+                    oy = 0;
+                    image += image_bytes;
+                }
+            }
+        }
+        int8_t *out0 = output + px * out_c;
+        for (int32_t c0 = 0; c0 < out_c; c0 += VMCU_ACC_CHUNK) {
+            const int32_t n = vmcu_min_i32(VMCU_ACC_CHUNK, out_c - c0);
+            /* rows the asm may run: all but an odd last one, and never the filter's last row when K % 4 */
+            const int32_t asm_rows = (c0 + n == out_c && c.k % 4 ? n - 1 : n) & ~1;
+            if (asm_rows > 0) {
+                rows_2x2_asm(c.col, c.groups / 2, c.groups & 1, filter + c0 * c.k, c.k, asm_rows,
+                             p->has_bias ? bias + c0 : zeros, p->has_bias ? 8 : 0, acc, n);
+            }
+            for (int32_t i = asm_rows; i < n; ++i) {
+                acc[i] = acc[n + i] = p->has_bias ? bias[c0 + i] : 0;
+                one_row(&c, filter + (c0 + i) * c.k, acc + i, acc + n + i);
+            }
+            vmcu_requant_block(&r, acc, c0, n, out0 + c0, pair ? out0 + out_c + c0 : NULL);
         }
     }
 }

@@ -55,7 +55,8 @@ static inline int32_t vmcu_multiply_by_quantized_multiplier(int32_t x, int32_t m
     const int32_t left = shift > 0 ? shift : 0;
     const int32_t right = shift > 0 ? 0 : -shift;
     const int32_t shifted = (int32_t)((uint32_t)x << left);
-    return vmcu_rounding_divide_by_pot(vmcu_saturating_rounding_doubling_high_mul(shifted, multiplier), right);
+    const int32_t high = vmcu_saturating_rounding_doubling_high_mul(shifted, multiplier);
+    return vmcu_rounding_divide_by_pot(high, right);
 }
 
 /* MultiplyByQuantizedMultiplier, fused for the usual right shift e = -shift >= 1: the doubling high
@@ -131,9 +132,10 @@ static inline int32_t vmcu_one_over_one_plus_x_for_x_in_0_1(int32_t a) {
                               vmcu_saturating_rounding_doubling_high_mul(half_denominator,
                                                                          constant_neg_32_over_17));
     for (int i = 0; i < 3; ++i) {
-        const int32_t half_denominator_times_x = vmcu_saturating_rounding_doubling_high_mul(half_denominator, x);
-        const int32_t one_minus = vmcu_wrap_sub((int32_t)1 << 29, half_denominator_times_x);
-        x = vmcu_wrap_add(x, vmcu_saturating_shift_left(vmcu_saturating_rounding_doubling_high_mul(x, one_minus), 2));
+        const int32_t denominator_x = vmcu_saturating_rounding_doubling_high_mul(half_denominator, x);
+        const int32_t one_minus = vmcu_wrap_sub((int32_t)1 << 29, denominator_x);
+        const int32_t step = vmcu_saturating_rounding_doubling_high_mul(x, one_minus);
+        x = vmcu_wrap_add(x, vmcu_saturating_shift_left(step, 2));
     }
     return vmcu_saturating_shift_left(x, 1);
 }

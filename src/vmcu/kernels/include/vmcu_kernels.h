@@ -8,9 +8,9 @@
  *   - shapes of rank-generic ops are int32_t[VMCU_MAX_DIMS], right-aligned and padded with leading 1s
  *     (axes and permutations are renumbered accordingly);
  *   - string fields (dtypes) select the function and are not stored.
- * Kernels never allocate: those that need working memory take `scratch`, sized by
- * vmcu.kernels.scratch_bytes(); the portable variants need none and accept NULL.
- * Every kernel walks its output in row-major order; see README.md for what each iteration reads.
+ * Kernels never allocate: those that need working memory take `scratch` (4-byte aligned), sized exactly
+ * by vmcu.kernels.scratch_bytes(); it is also the workspace that lets an output overlap its input under
+ * a segment plan (see README.md: every kernel reads all inputs of an output unit before storing it).
  */
 #ifndef VMCU_KERNELS_H
 #define VMCU_KERNELS_H
@@ -134,6 +134,7 @@ typedef struct {
 
 typedef struct {
     int32_t size;
+    int32_t depth;  /* the last dimension: one staged row */
     double scale;
     int32_t zero_point;
 } vmcu_dequantize_params_t;
@@ -169,28 +170,60 @@ void vmcu_depthwise_conv_2d_s8(const vmcu_depthwise_conv_2d_params_t *p, const i
                                const int8_t *filter, const int32_t *bias, int8_t *output, int8_t *scratch);
 void vmcu_fully_connected_s8(const vmcu_fully_connected_params_t *p, const int8_t *input,
                              const int8_t *filter, const int32_t *bias, int8_t *output, int8_t *scratch);
+/* Depthwise conv, depth multiplier 1, whose output overwrites its input at `data` (output no larger than
+ * input); scratch holds one output channel plane (Ho * Wo bytes). See ref/depthwise_conv_2d_inplace.c. */
+void vmcu_depthwise_conv_2d_inplace_s8(const vmcu_depthwise_conv_2d_params_t *p, int8_t *data,
+                                       const int8_t *filter, const int32_t *bias, int8_t *scratch);
 
 /* Element-wise binary ops with NumPy broadcasting. */
 void vmcu_add_s8(const vmcu_add_params_t *p, const int8_t *input1, const int8_t *input2, int8_t *output);
 void vmcu_mul_s8(const vmcu_mul_params_t *p, const int8_t *input1, const int8_t *input2, int8_t *output);
 
-void vmcu_average_pool_2d_s8(const vmcu_pool_2d_params_t *p, const int8_t *input, int8_t *output);
-void vmcu_max_pool_2d_s8(const vmcu_pool_2d_params_t *p, const int8_t *input, int8_t *output);
-void vmcu_mean_s8(const vmcu_mean_params_t *p, const int8_t *input, int8_t *output);
+void vmcu_average_pool_2d_s8(const vmcu_pool_2d_params_t *p, const int8_t *input, int8_t *output,
+                             int8_t *scratch);
+void vmcu_max_pool_2d_s8(const vmcu_pool_2d_params_t *p, const int8_t *input, int8_t *output,
+                         int8_t *scratch);
+void vmcu_mean_s8(const vmcu_mean_params_t *p, const int8_t *input, int8_t *output, int8_t *scratch);
 
 void vmcu_softmax_s8(const vmcu_softmax_params_t *p, const int8_t *input, int8_t *output);
-void vmcu_softmax_s8_s16(const vmcu_softmax_params_t *p, const int8_t *input, int16_t *output);
+void vmcu_softmax_s8_s16(const vmcu_softmax_params_t *p, const int8_t *input, int16_t *output,
+                         int8_t *scratch);
 void vmcu_logistic_s8(const vmcu_logistic_params_t *p, const int8_t *input, int8_t *output);
 
 /* QUANTIZE float32 -> int8, QUANTIZE int8 -> int8 (requantize), DEQUANTIZE int8 -> float32. */
 void vmcu_quantize_f32_s8(const vmcu_quantize_params_t *p, const float *input, int8_t *output);
 void vmcu_quantize_s8(const vmcu_quantize_params_t *p, const int8_t *input, int8_t *output);
-void vmcu_dequantize_s8(const vmcu_dequantize_params_t *p, const int8_t *input, float *output);
+void vmcu_dequantize_s8(const vmcu_dequantize_params_t *p, const int8_t *input, float *output,
+                        int8_t *scratch);
 
 /* Data movement. RESHAPE tolerates overlapping buffers (memmove). */
 void vmcu_pad_s8(const vmcu_pad_params_t *p, const int8_t *input, int8_t *output);
 void vmcu_reshape_s8(const vmcu_reshape_params_t *p, const int8_t *input, int8_t *output);
 void vmcu_transpose_s8(const vmcu_transpose_params_t *p, const int8_t *input, int8_t *output);
 void vmcu_concatenation_s8(const vmcu_concatenation_params_t *p, const int8_t *const *inputs, int8_t *output);
+
+/* Stage addressing (ref/stage_io.c) for patch-based and stream schedules. A ring holds pixel (y, x) of a
+ * tensor `width` pixels wide in slot (y * width + x) % pixels, pixel_bytes bytes each (a whole tensor is the
+ * ring of all its pixels). vmcu_ring_read returns rows x cols pixels from (y, x) as one contiguous block:
+ * in place when they are one run of the ring, else gathered into `stage`. vmcu_ring_slot returns where a
+ * kernel writes `cols` pixels of row y from column x (in place, or `stage` if the run wraps) and
+ * vmcu_ring_commit then moves a staged run into the ring. vmcu_axis_rows gives the input rows [first,
+ * first + rows) and the padding that output row out_row of a window (stride, offset = leading padding,
+ * extent = dilated kernel size) reads from an input `size` rows high. vmcu_copy_rows gathers `rows` runs of
+ * row_bytes bytes, src_stride apart, into dst. */
+typedef struct {
+    int8_t *base;
+    int32_t pixels;
+    int32_t width;
+    int32_t pixel_bytes;
+} vmcu_ring_t;
+
+const int8_t *vmcu_ring_read(const vmcu_ring_t *r, int32_t y, int32_t rows, int32_t x, int32_t cols,
+                             int8_t *stage);
+int8_t *vmcu_ring_slot(const vmcu_ring_t *r, int32_t y, int32_t x, int32_t cols, int8_t *stage);
+void vmcu_ring_commit(const vmcu_ring_t *r, int32_t y, int32_t x, int32_t cols, const int8_t *written);
+void vmcu_axis_rows(int32_t out_row, int32_t stride, int32_t offset, int32_t extent, int32_t size,
+                    int32_t *first, int32_t *rows, int32_t *pad_before, int32_t *pad_after);
+void vmcu_copy_rows(int8_t *dst, const int8_t *src, int32_t src_stride, int32_t rows, int32_t row_bytes);
 
 #endif /* VMCU_KERNELS_H */

@@ -3,7 +3,8 @@
 
 #include "vmcu_kernels.h"
 
-void vmcu_concatenation_s8(const vmcu_concatenation_params_t *p, const int8_t *const *inputs, int8_t *output) {
+void vmcu_concatenation_s8(const vmcu_concatenation_params_t *p, const int8_t *const *inputs,
+                           int8_t *output) {
     int32_t outer = 1, inner = 1;
     for (int32_t d = 0; d < p->axis; ++d) {
         outer *= p->output_shape[d];

@@ -1,10 +1,13 @@
-/* CONV_2D int8, per-channel (TFLM reference_integer_ops::ConvPerChannel). */
+/* CONV_2D int8, per-channel (TFLM reference_integer_ops::ConvPerChannel). Each output pixel is computed
+ * into scratch (out_c bytes) and then stored, so the output may overlap the input as a segment plan
+ * allows. */
+#include <string.h>
+
 #include "vmcu_fixedpoint.h"
 #include "vmcu_kernels.h"
 
 void vmcu_conv_2d_s8(const vmcu_conv_2d_params_t *p, const int8_t *input, const int8_t *filter,
                      const int32_t *bias, int8_t *output, int8_t *scratch) {
-    (void)scratch;
     const int32_t batches = p->input_shape[0], in_h = p->input_shape[1], in_w = p->input_shape[2];
     const int32_t in_c = p->input_shape[3];
     const int32_t filter_h = p->filter_shape[1], filter_w = p->filter_shape[2];
@@ -39,8 +42,9 @@ void vmcu_conv_2d_s8(const vmcu_conv_2d_params_t *p, const int8_t *input, const 
                     acc = vmcu_multiply_by_quantized_multiplier(acc, p->output_multiplier[oc],
                                                                 p->output_shift[oc]);
                     acc = vmcu_clamp_i32(acc + p->output_offset, p->activation_min, p->activation_max);
-                    output[((b * out_h + oy) * out_w + ox) * out_c + oc] = (int8_t)acc;
+                    scratch[oc] = (int8_t)acc;
                 }
+                memcpy(output + ((b * out_h + oy) * out_w + ox) * out_c, scratch, (size_t)out_c);
             }
         }
     }

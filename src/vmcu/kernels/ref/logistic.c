@@ -11,7 +11,8 @@ void vmcu_logistic_s8(const vmcu_logistic_params_t *p, const int8_t *input, int8
         } else if (x >= p->input_range_radius) {
             output[i] = INT8_MAX;
         } else {
-            const int32_t x_q4 = vmcu_multiply_by_quantized_multiplier(x, p->input_multiplier, p->input_left_shift);
+            const int32_t x_q4 = vmcu_multiply_by_quantized_multiplier(x, p->input_multiplier,
+                                                                       p->input_left_shift);
             const int32_t y_q23 = vmcu_rounding_divide_by_pot(vmcu_logistic_q4(x_q4), 31 - 8);
             output[i] = (int8_t)vmcu_clamp_i32(y_q23 - 128, INT8_MIN, INT8_MAX);
         }

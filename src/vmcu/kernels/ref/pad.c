@@ -1,5 +1,6 @@
 /* PAD / PADV2 int8: rows of the output's last dimension are either all padding or padding, a copied input
- * row, padding. */
+ * row, padding. The row is moved before its padding is written, so an output overlapping the input (as a
+ * segment plan allows) never overwrites input bytes it has yet to read. */
 #include <string.h>
 
 #include "vmcu_nd.h"
@@ -20,8 +21,8 @@ void vmcu_pad_s8(const vmcu_pad_params_t *p, const int8_t *input, int8_t *output
             in_off += i * in_strides[d];
         }
         if (inside) {
+            memmove(output + before, input + in_off, (size_t)in_inner);
             memset(output, p->pad_value, (size_t)before);
-            memcpy(output + before, input + in_off, (size_t)in_inner);
             memset(output + before + in_inner, p->pad_value, (size_t)after);
         } else {
             memset(output, p->pad_value, (size_t)out_inner);

@@ -1,5 +1,8 @@
 /* AVERAGE_POOL_2D and MAX_POOL_2D int8 (TFLM reference_integer_ops::AveragePool / MaxPool): only the taps
- * inside the image count; the average is a rounded integer division, no requantization. */
+ * inside the image count; the average is a rounded integer division, no requantization. Each output pixel
+ * is computed into scratch (depth bytes) and then stored, so the output may overlap the input. */
+#include <string.h>
+
 #include "vmcu_fixedpoint.h"
 #include "vmcu_kernels.h"
 
@@ -17,7 +20,8 @@ static window_t pool_window(const vmcu_pool_2d_params_t *p, int32_t oy, int32_t 
     return w;
 }
 
-void vmcu_average_pool_2d_s8(const vmcu_pool_2d_params_t *p, const int8_t *input, int8_t *output) {
+void vmcu_average_pool_2d_s8(const vmcu_pool_2d_params_t *p, const int8_t *input, int8_t *output,
+                             int8_t *scratch) {
     const int32_t in_h = p->input_shape[1], in_w = p->input_shape[2], depth = p->input_shape[3];
     for (int32_t b = 0; b < p->output_shape[0]; ++b) {
         for (int32_t oy = 0; oy < p->output_shape[1]; ++oy) {
@@ -34,14 +38,17 @@ void vmcu_average_pool_2d_s8(const vmcu_pool_2d_params_t *p, const int8_t *input
                     if (count > 0) {
                         acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
                     }
-                    *output++ = (int8_t)vmcu_clamp_i32(acc, p->activation_min, p->activation_max);
+                    scratch[c] = (int8_t)vmcu_clamp_i32(acc, p->activation_min, p->activation_max);
                 }
+                memcpy(output, scratch, (size_t)depth);
+                output += depth;
             }
         }
     }
 }
 
-void vmcu_max_pool_2d_s8(const vmcu_pool_2d_params_t *p, const int8_t *input, int8_t *output) {
+void vmcu_max_pool_2d_s8(const vmcu_pool_2d_params_t *p, const int8_t *input, int8_t *output,
+                         int8_t *scratch) {
     const int32_t in_h = p->input_shape[1], in_w = p->input_shape[2], depth = p->input_shape[3];
     for (int32_t b = 0; b < p->output_shape[0]; ++b) {
         for (int32_t oy = 0; oy < p->output_shape[1]; ++oy) {
@@ -54,8 +61,10 @@ void vmcu_max_pool_2d_s8(const vmcu_pool_2d_params_t *p, const int8_t *input, in
                             m = vmcu_max_i32(m, input[((b * in_h + y) * in_w + x) * depth + c]);
                         }
                     }
-                    *output++ = (int8_t)vmcu_clamp_i32(m, p->activation_min, p->activation_max);
+                    scratch[c] = (int8_t)vmcu_clamp_i32(m, p->activation_min, p->activation_max);
                 }
+                memcpy(output, scratch, (size_t)depth);
+                output += depth;
             }
         }
     }

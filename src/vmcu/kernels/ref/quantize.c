@@ -1,5 +1,9 @@
 /* QUANTIZE and DEQUANTIZE (TFLM reference_ops::AffineQuantize, Requantize, Dequantize). Like TFLM,
- * quantizing divides in float32 (by the scale cast to float) and dequantizing multiplies in double. */
+ * quantizing divides in float32 (by the scale cast to float) and dequantizing multiplies in double.
+ * Dequantized floats are wider than their inputs, so each row is first copied to scratch (depth bytes):
+ * then the output may overlap the input as a segment plan allows. */
+#include <string.h>
+
 #include "vmcu_fixedpoint.h"
 #include "vmcu_kernels.h"
 
@@ -27,14 +31,19 @@ void vmcu_quantize_f32_s8(const vmcu_quantize_params_t *p, const float *input, i
 
 void vmcu_quantize_s8(const vmcu_quantize_params_t *p, const int8_t *input, int8_t *output) {
     for (int32_t i = 0; i < p->size; ++i) {
-        const int32_t q = vmcu_multiply_by_quantized_multiplier(input[i] - p->input_zero_point,
-                                                                p->requantize_multiplier, p->requantize_shift);
+        const int32_t x = input[i] - p->input_zero_point;
+        const int32_t q = vmcu_multiply_by_quantized_multiplier(x, p->requantize_multiplier,
+                                                                p->requantize_shift);
         output[i] = (int8_t)vmcu_clamp_i32(q + p->output_zero_point, INT8_MIN, INT8_MAX);
     }
 }
 
-void vmcu_dequantize_s8(const vmcu_dequantize_params_t *p, const int8_t *input, float *output) {
-    for (int32_t i = 0; i < p->size; ++i) {
-        output[i] = (float)(p->scale * (double)(input[i] - p->zero_point));
+void vmcu_dequantize_s8(const vmcu_dequantize_params_t *p, const int8_t *input, float *output,
+                        int8_t *scratch) {
+    for (int32_t r = 0; r < p->size; r += p->depth, input += p->depth, output += p->depth) {
+        memcpy(scratch, input, (size_t)p->depth);
+        for (int32_t i = 0; i < p->depth; ++i) {
+            output[i] = (float)(p->scale * (double)(scratch[i] - p->zero_point));
+        }
     }
 }

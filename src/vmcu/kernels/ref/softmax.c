@@ -1,5 +1,9 @@
 /* SOFTMAX int8 -> int8 / int16 (TFLM reference_ops::Softmax, gemmlowp fixed point): input diffs to the
- * row maximum in Q5.26, exponentials summed in Q12.19, scaled by the fixed-point reciprocal of the sum. */
+ * row maximum in Q5.26, exponentials summed in Q12.19, scaled by the fixed-point reciprocal of the sum.
+ * The int8 output of an element lands no later than its input is read; int16 outputs are wider, so that
+ * variant reads each row from a copy in scratch (depth bytes) and may then overlap its input too. */
+#include <string.h>
+
 #include "vmcu_fixedpoint.h"
 #include "vmcu_kernels.h"
 
@@ -36,7 +40,8 @@ static row_state_t row_state(const vmcu_softmax_params_t *p, const int8_t *in) {
 }
 
 /* One probability as an `out_bits`-bit integer with zero point at the type's minimum. */
-static int32_t probability(const vmcu_softmax_params_t *p, const row_state_t *s, int32_t x, int32_t out_bits) {
+static int32_t probability(const vmcu_softmax_params_t *p, const row_state_t *s, int32_t x,
+                           int32_t out_bits) {
     const int32_t out_min = -((int32_t)1 << (out_bits - 1)), out_max = ((int32_t)1 << (out_bits - 1)) - 1;
     const int32_t diff = x - s->max_in_row;
     if (diff < p->diff_min) {
@@ -56,11 +61,13 @@ void vmcu_softmax_s8(const vmcu_softmax_params_t *p, const int8_t *input, int8_t
     }
 }
 
-void vmcu_softmax_s8_s16(const vmcu_softmax_params_t *p, const int8_t *input, int16_t *output) {
+void vmcu_softmax_s8_s16(const vmcu_softmax_params_t *p, const int8_t *input, int16_t *output,
+                         int8_t *scratch) {
     for (int32_t r = 0; r < p->outer_size; ++r, input += p->depth, output += p->depth) {
-        const row_state_t s = row_state(p, input);
+        memcpy(scratch, input, (size_t)p->depth);
+        const row_state_t s = row_state(p, scratch);
         for (int32_t c = 0; c < p->depth; ++c) {
-            output[c] = (int16_t)probability(p, &s, input[c], 16);
+            output[c] = (int16_t)probability(p, &s, scratch[c], 16);
         }
     }
 }

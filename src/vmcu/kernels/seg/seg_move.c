@@ -1,0 +1,63 @@
+/* Data movement on the circular pool: RESHAPE copies front to back in runs that do not wrap (its output
+ * may start the plan's gap before its input); TRANSPOSE resolves each element (its output never overlaps
+ * its input); CONCATENATION copies blocks in runs, as ref/concatenation.c does. vmcu_seg_rotate turns the
+ * whole pool by three in-place reversals. */
+#include "vmcu_nd.h"
+#include "vmcu_seg.h"
+
+void vmcu_seg_reshape_s8(const vmcu_reshape_params_t *p, vmcu_seg_src_t input, vmcu_seg_dst_t output) {
+    if (input.head != output.head) {
+        vmcu_seg_copy(&input, 0, &output, 0, p->nbytes);
+    }
+}
+
+void vmcu_seg_transpose_s8(const vmcu_transpose_params_t *p, vmcu_seg_src_t input, vmcu_seg_dst_t output) {
+    int32_t in_strides[VMCU_MAX_DIMS], strides[VMCU_MAX_DIMS];
+    vmcu_nd_strides(p->input_shape, 0, in_strides);
+    for (int32_t d = 0; d < VMCU_MAX_DIMS; ++d) {
+        strides[d] = in_strides[p->perm[d]];
+    }
+    const int32_t last = VMCU_MAX_DIMS - 1, inner = p->output_shape[last], step = strides[last];
+    int32_t out_strides[VMCU_MAX_DIMS];
+    const int32_t rows = vmcu_nd_strides(p->output_shape, 0, out_strides) / inner;
+    int32_t idx[VMCU_MAX_DIMS] = {0};
+    for (int32_t r = 0, o = 0; r < rows; ++r) {
+        const int32_t src = vmcu_nd_offset(idx, strides);
+        for (int32_t i = 0; i < inner; ++i, ++o) {
+            *vmcu_seg_dst_at(&output, o) = *vmcu_seg_at(&input, src + i * step);
+        }
+        vmcu_nd_next(idx, p->output_shape, 1);
+    }
+}
+
+void vmcu_seg_concatenation_s8(const vmcu_concatenation_params_t *p, const vmcu_seg_src_t *inputs,
+                               vmcu_seg_dst_t output) {
+    int32_t outer = 1, inner = 1;
+    for (int32_t d = 0; d < p->axis; ++d) {
+        outer *= p->output_shape[d];
+    }
+    for (int32_t d = p->axis + 1; d < VMCU_MAX_DIMS; ++d) {
+        inner *= p->output_shape[d];
+    }
+    for (int32_t o = 0, at = 0; o < outer; ++o) {
+        for (int32_t i = 0; i < p->num_inputs; ++i) {
+            const int32_t block = p->input_shapes[i * VMCU_MAX_DIMS + p->axis] * inner;
+            vmcu_seg_copy(&inputs[i], o * block, &output, at, block);
+            at += block;
+        }
+    }
+}
+
+static void reverse(int8_t *a, int32_t n) {
+    for (int32_t i = 0, j = n - 1; i < j; ++i, --j) {
+        const int8_t t = a[i];
+        a[i] = a[j];
+        a[j] = t;
+    }
+}
+
+void vmcu_seg_rotate(int8_t *pool, int32_t pool_bytes, int32_t shift) {
+    reverse(pool, shift);
+    reverse(pool + shift, pool_bytes - shift);
+    reverse(pool, pool_bytes);
+}

@@ -1,0 +1,138 @@
+/* Row ops on the circular pool, portable (same arithmetic as ref/softmax.c, mean.c, pad.c): each row of
+ * the output's last axis is built in `stage` from the input it depends on, then stored with at most one
+ * split. SOFTMAX resolves each input row once (through `scratch` when the row straddles the wrap); MEAN
+ * reads strided elements, each resolved on its own; PAD copies an input row in one or two parts. */
+#include "vmcu_fixedpoint.h"
+#include "vmcu_nd.h"
+#include "vmcu_seg.h"
+
+enum { SCALED_DIFF_INTEGER_BITS = 5, ACCUMULATION_INTEGER_BITS = 12 };
+
+typedef struct {
+    int32_t max_in_row;
+    int32_t shifted_scale;       /* 1 / sum of exps, Q0.31 */
+    int32_t num_bits_over_unit;
+} row_state_t;
+
+static int32_t exp_of_diff(const vmcu_softmax_params_t *p, int32_t diff) {
+    const int32_t rescaled = vmcu_multiply_by_quantized_multiplier_gt_one(diff, p->input_multiplier,
+                                                                          p->input_left_shift);
+    return vmcu_exp_on_negative_values(rescaled, SCALED_DIFF_INTEGER_BITS);
+}
+
+static row_state_t row_state(const vmcu_softmax_params_t *p, const int8_t *in) {
+    row_state_t s;
+    s.max_in_row = INT8_MIN;
+    for (int32_t c = 0; c < p->depth; ++c) {
+        s.max_in_row = vmcu_max_i32(s.max_in_row, in[c]);
+    }
+    int32_t sum_of_exps = 0;
+    for (int32_t c = 0; c < p->depth; ++c) {
+        const int32_t diff = in[c] - s.max_in_row;
+        if (diff >= p->diff_min) {
+            sum_of_exps = vmcu_wrap_add(sum_of_exps, vmcu_rounding_divide_by_pot(exp_of_diff(p, diff),
+                                                                                 ACCUMULATION_INTEGER_BITS));
+        }
+    }
+    s.shifted_scale = vmcu_get_reciprocal(sum_of_exps, ACCUMULATION_INTEGER_BITS, &s.num_bits_over_unit);
+    return s;
+}
+
+/* One probability as an `out_bits`-bit integer with zero point at the type's minimum. */
+static int32_t probability(const vmcu_softmax_params_t *p, const row_state_t *s, int32_t x, int32_t out_bits) {
+    const int32_t out_min = -((int32_t)1 << (out_bits - 1)), out_max = ((int32_t)1 << (out_bits - 1)) - 1;
+    const int32_t diff = x - s->max_in_row;
+    if (diff < p->diff_min) {
+        return out_min;
+    }
+    const int32_t prob = vmcu_saturating_rounding_doubling_high_mul(s->shifted_scale, exp_of_diff(p, diff));
+    const int32_t unsat = vmcu_rounding_divide_by_pot(prob, s->num_bits_over_unit + 31 - out_bits);
+    return vmcu_clamp_i32(unsat + out_min, out_min, out_max);
+}
+
+void vmcu_seg_softmax_s8(const vmcu_softmax_params_t *p, vmcu_seg_src_t input, vmcu_seg_dst_t output,
+                         int8_t *stage, int8_t *scratch) {
+    for (int32_t r = 0, row = 0; r < p->outer_size; ++r, row += p->depth) {
+        const int8_t *in = vmcu_seg_span(&input, row, p->depth, scratch);
+        const row_state_t s = row_state(p, in);
+        for (int32_t c = 0; c < p->depth; ++c) {
+            stage[c] = (int8_t)probability(p, &s, in[c], 8);
+        }
+        vmcu_seg_write(&output, row, stage, p->depth);
+    }
+}
+
+void vmcu_seg_softmax_s8_s16(const vmcu_softmax_params_t *p, vmcu_seg_src_t input, vmcu_seg_dst_t output,
+                             int8_t *stage, int8_t *scratch) {
+    for (int32_t r = 0, row = 0; r < p->outer_size; ++r, row += p->depth) {
+        const int8_t *in = vmcu_seg_span(&input, row, p->depth, scratch);
+        const row_state_t s = row_state(p, in);
+        for (int32_t c = 0; c < p->depth; ++c) {
+            const int16_t y = (int16_t)probability(p, &s, in[c], 16);
+            memcpy(stage + 2 * c, &y, sizeof y);
+        }
+        vmcu_seg_write(&output, 2 * row, stage, 2 * p->depth);
+    }
+}
+
+void vmcu_seg_mean_s8(const vmcu_mean_params_t *p, vmcu_seg_src_t input, vmcu_seg_dst_t output, int8_t *stage) {
+    int32_t strides[VMCU_MAX_DIMS], kept[VMCU_MAX_DIMS], reduced[VMCU_MAX_DIMS];
+    vmcu_nd_strides(p->input_shape, 0, strides);
+    for (int32_t d = 0; d < VMCU_MAX_DIMS; ++d) {
+        kept[d] = p->input_shape[d];
+        reduced[d] = 1;
+    }
+    for (int32_t a = 0; a < p->num_axes; ++a) {
+        reduced[p->axes[a]] = p->input_shape[p->axes[a]];
+        kept[p->axes[a]] = 1;
+    }
+    int32_t outputs = 1;
+    for (int32_t d = 0; d < VMCU_MAX_DIMS; ++d) {
+        outputs *= kept[d];
+    }
+    const int32_t row = p->output_shape[VMCU_MAX_DIMS - 1];
+    int32_t out_idx[VMCU_MAX_DIMS] = {0};
+    for (int32_t o = 0; o < outputs; ++o) {
+        const int32_t base = vmcu_nd_offset(out_idx, strides);
+        int32_t red_idx[VMCU_MAX_DIMS] = {0};
+        int32_t sum = 0;
+        for (int32_t r = 0; r < p->num_elements; ++r) {
+            sum += *vmcu_seg_at(&input, base + vmcu_nd_offset(red_idx, strides));
+            vmcu_nd_next(red_idx, reduced, 0);
+        }
+        const int32_t shifted = sum - p->input_zero_point * p->num_elements;
+        const int32_t q = vmcu_multiply_by_quantized_multiplier(shifted, p->multiplier, p->shift);
+        stage[o % row] = (int8_t)vmcu_clamp_i32(q + p->output_zero_point, INT8_MIN, INT8_MAX);
+        if (o % row == row - 1) {
+            vmcu_seg_write(&output, o - (row - 1), stage, row);
+        }
+        vmcu_nd_next(out_idx, kept, 0);
+    }
+}
+
+void vmcu_seg_pad_s8(const vmcu_pad_params_t *p, vmcu_seg_src_t input, vmcu_seg_dst_t output, int8_t *stage) {
+    const int32_t last = VMCU_MAX_DIMS - 1;
+    const int32_t out_inner = p->output_shape[last], in_inner = p->input_shape[last];
+    const int32_t before = p->paddings[last][0], after = p->paddings[last][1];
+    int32_t in_strides[VMCU_MAX_DIMS], out_strides[VMCU_MAX_DIMS];
+    vmcu_nd_strides(p->input_shape, 0, in_strides);
+    const int32_t rows = vmcu_nd_strides(p->output_shape, 0, out_strides) / out_inner;
+    int32_t idx[VMCU_MAX_DIMS] = {0};
+    for (int32_t r = 0, row = 0; r < rows; ++r, row += out_inner) {
+        int32_t inside = 1, in_off = 0;
+        for (int32_t d = 0; d < last; ++d) {
+            const int32_t i = idx[d] - p->paddings[d][0];
+            inside &= i >= 0 && i < p->input_shape[d];
+            in_off += i * in_strides[d];
+        }
+        if (inside) {
+            vmcu_seg_read(&input, in_off, stage + before, in_inner);
+            memset(stage, p->pad_value, (size_t)before);
+            memset(stage + before + in_inner, p->pad_value, (size_t)after);
+            vmcu_seg_write(&output, row, stage, out_inner);
+        } else {
+            vmcu_seg_fill(&output, row, (int8_t)p->pad_value, out_inner);
+        }
+        vmcu_nd_next(idx, p->output_shape, 1);
+    }
+}

@@ -1,0 +1,132 @@
+"""How to call a segment kernel (kernels/seg/*.c, vmcu_seg.h) for one step of a segment plan.
+
+A segment kernel takes the params struct of its tensor-level twin (the same `KernelBinding` values), its
+activation tensors as views of the circular pool and two working buffers outside the pool: `stage`, one
+output unit the kernel builds before storing it, and `scratch` (4-byte aligned: the DSP kernels' column
+buffers, a bounce pixel or row for input that straddles the wrap). Both are sized here from the step's
+placement, exactly: a buffer that only a straddling pixel or unit needs is reserved only when one does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vmcu.errors import UnsupportedOpError
+from vmcu.ir import params as P
+from vmcu.ir.graph import Graph, Op
+from vmcu.ir.params import op_params
+from vmcu.kernels.cparams import KernelBinding, kernel_binding
+from vmcu.plan.segment import SegmentStep
+from vmcu.plan.segment_gap import unit_bytes
+
+ACC_CHUNK = 64  # VMCU_ACC_CHUNK in arm/vmcu_arm.h: accumulators the DSP kernels buffer
+DW_CHUNK = 8  # VMCU_SEG_DW_CHUNK in seg/seg_depthwise_conv_2d_arm.c: pixels gathered at once across the wrap
+
+# Pointer arguments after `&params`, by seg kernel: "view:N" input N as a view of the pool (a constant as a
+# flat view), "ptr:N" constant input N as a plain pointer (NULL when absent), "views" an array of the views
+# of all inputs, "output" the output's view, "stage" and "scratch" the working buffers (NULL when empty).
+_WINDOWED = ("view:0", "ptr:1", "ptr:2", "output", "stage", "scratch")
+ARGS: dict[str, tuple[str, ...]] = {
+    "vmcu_seg_conv_2d_s8": _WINDOWED,
+    "vmcu_seg_depthwise_conv_2d_s8": _WINDOWED,
+    "vmcu_seg_fully_connected_s8": _WINDOWED,
+    "vmcu_seg_average_pool_2d_s8": ("view:0", "output", "stage", "scratch"),
+    "vmcu_seg_max_pool_2d_s8": ("view:0", "output", "stage", "scratch"),
+    "vmcu_seg_add_s8": ("view:0", "view:1", "output"),
+    "vmcu_seg_mul_s8": ("view:0", "view:1", "output"),
+    "vmcu_seg_logistic_s8": ("view:0", "output"),
+    "vmcu_seg_quantize_s8": ("view:0", "output"),
+    "vmcu_seg_quantize_f32_s8": ("view:0", "output"),
+    "vmcu_seg_dequantize_s8": ("view:0", "output", "stage"),
+    "vmcu_seg_softmax_s8": ("view:0", "output", "stage", "scratch"),
+    "vmcu_seg_softmax_s8_s16": ("view:0", "output", "stage", "scratch"),
+    "vmcu_seg_mean_s8": ("view:0", "output", "stage"),
+    "vmcu_seg_pad_s8": ("view:0", "output", "stage"),
+    "vmcu_seg_reshape_s8": ("view:0", "output"),
+    "vmcu_seg_transpose_s8": ("view:0", "output"),
+    "vmcu_seg_concatenation_s8": ("views", "output"),
+}
+_DSP = ("vmcu_seg_conv_2d_s8", "vmcu_seg_depthwise_conv_2d_s8", "vmcu_seg_fully_connected_s8")
+
+
+@dataclass(frozen=True)
+class SegBinding:
+    """One segment-kernel call: `params` is the tensor-level binding whose struct and values it passes
+    (print it with `c_definition`), `args` the roles above, `stage_bytes` and `scratch_bytes` the
+    buffers it needs (0: pass NULL)."""
+
+    symbol: str
+    params: KernelBinding
+    args: tuple[str, ...]
+    stage_bytes: int
+    scratch_bytes: int
+
+
+def _round4(n: int) -> int:
+    return (n + 3) // 4 * 4
+
+
+def straddles(base: int, nbytes: int, pool: int, run: int) -> bool:
+    """Whether a run of `run` bytes at a multiple of `run` in a tensor at `base` straddles the pool end:
+    the tensor wraps, and its wrap offset pool - base is not a multiple of the run."""
+    wrap = pool - base
+    return 0 < wrap < nbytes and wrap % run != 0
+
+
+def segment_binding(graph: Graph, op: Op, step: SegmentStep, variant: str) -> SegBinding:
+    """The seg kernel, arguments and buffer sizes of `op` run as `step` of a segment plan."""
+    params = op_params(graph, op)
+    tensor = kernel_binding(op.type, params, variant)
+    symbol = "vmcu_seg_" + tensor.symbol.removeprefix("vmcu_")
+    if symbol not in ARGS:
+        raise UnsupportedOpError(f"op {op.index} {op.type} has no segment kernel")
+    out = graph.tensors[step.output]
+    unit = unit_bytes(graph, op)
+    stage = _stage_bytes(symbol, variant, step, unit, out.nbytes)
+    scratch = _scratch_bytes(graph, symbol, params, variant, step)
+    return SegBinding(symbol, tensor, ARGS[symbol], stage, scratch)
+
+
+def _stage_bytes(symbol: str, variant: str, step: SegmentStep, unit: int, out_bytes: int) -> int:
+    """One output unit for the kernels that build units before storing them. The DSP conv and FC store in
+    place unless a unit straddles the wrap; the DSP depthwise stages whole rows in its scratch; DEQUANTIZE
+    stages only when its output overlaps its input (the plan's workspace for the step)."""
+    if "stage" not in ARGS[symbol] or (variant == "arm" and symbol == "vmcu_seg_depthwise_conv_2d_s8"):
+        return 0
+    if variant == "arm" and symbol in _DSP:
+        return unit if straddles(step.output_base, out_bytes, step.pool_bytes, unit) else 0
+    if symbol == "vmcu_seg_dequantize_s8":
+        return unit if step.workspace_bytes else 0
+    return unit
+
+
+def _scratch_bytes(graph: Graph, symbol: str, params: P.OpParams, variant: str, step: SegmentStep) -> int:
+    """The DSP kernels' column buffers (laid out as in their C files), the pools' int32 accumulators and
+    the bounce buffer of an input pixel or row that straddles the wrap."""
+    inp = graph.tensors[step.inputs[0]]
+    base, pool = step.input_bases[0], step.pool_bytes
+    if isinstance(params, P.Conv2DParams):
+        cin = params.input_shape[3]
+        staged = variant == "arm" and cin % 4 != 0  # the DSP gather row splits straddling runs itself
+        bounce = cin if straddles(base, inp.nbytes, pool, cin) and not staged else 0
+        if variant != "arm":
+            return bounce
+        _, fh, fw, _ = params.filter_shape
+        groups = (fh * fw * cin + 3) // 4
+        column = 16 * groups + (4 * groups if staged else 0) + 8 * min(params.output_shape[3], ACC_CHUNK) + 8
+        return column + bounce
+    if isinstance(params, P.DepthwiseConv2DParams) and variant == "arm":
+        _, out_w, out_c = params.output_shape[1:]
+        _, fh, fw, _ = params.filter_shape
+        cols = (DW_CHUNK - 1) * params.stride_w + (fw - 1) * params.dilation_w + 1
+        gather = 4 * fh * cols if 0 < pool - base < inp.nbytes else 0  # a band of rows may straddle the wrap
+        return _round4(out_w * out_c) + 8 * fh * fw + 16 * out_w + 16 + gather
+    if isinstance(params, P.FullyConnectedParams) and variant == "arm":
+        groups, tail = divmod(params.accum_depth, 4)
+        return 8 * groups + _round4(2 * tail) + 4 * min(params.output_depth, ACC_CHUNK)
+    if isinstance(params, P.Pool2DParams):
+        return 4 * params.input_shape[3]
+    if isinstance(params, P.SoftmaxParams):
+        return params.depth if straddles(base, inp.nbytes, pool, params.depth) else 0
+    return 0
+
