@@ -22,7 +22,7 @@ MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 
 def measure(path: Path) -> dict[str, object]:
     graph = driver.load_model(path)
-    tflm = driver.plan_memory(graph, "tflm")
+    tflm = driver.plan_memory(driver.load_model(path, fold=False), "tflm")
     tensor = driver.plan_memory(graph, "tensor")
     segment = driver.plan_memory(graph, "segment")
     seg_bytes = segment.pool_bytes + segment.workspace_bytes

@@ -37,3 +37,15 @@ def test_plot_refuses_staged_strategy(capsys: pytest.CaptureFixture[str], tmp_pa
     code = main(["plan", str(MODELS / "tflm__hello_world_int8.tflite"), "--strategy", "stream",
                  "--plot", str(tmp_path / "x.png")])
     assert code == 1 and "--plot draws" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model, head", [("tinyengine__vww", 161_472), ("tinyengine__mcunetv2_large", 2_451_840)])
+def test_tflm_strategy_plans_the_file_as_tflm_reads_it(capsys: pytest.CaptureFixture[str], model: str,
+                                                        head: int) -> None:
+    """PAD folding lightens vmcu's own plans, but "TFLM head" stays TFLM's figure (MODELS.md)."""
+    import json
+
+    path = MODELS / f"{model}.tflite"
+    assert main(["plan", str(path), "--strategy", "tflm", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["peak_bytes"] == head == driver.tflm_head_bytes(path)
+    assert driver.plan_memory(driver.load_model(path)).peak_bytes < head

@@ -307,12 +307,14 @@ MODULE_SEGMENT_BYTES = {
 
 @pytest.mark.parametrize("name", list(VMCU_BOTTLENECK_MODULES))
 def test_bottleneck_modules_unfused(name: str) -> None:
-    """Unfused modules: expand, depthwise, project (+ residual) each reuse their input's bytes."""
+    """Unfused modules: expand, depthwise, project (+ residual) each reuse their input's bytes, which beats
+    TFLM's tensor-level planner on every module. (vmcu's tensor plan with in-place depthwise beats the
+    unfused segment plan on a few modules; the fused schedule, tests/test_fused.py, beats both.)"""
     graph = inverted_bottleneck_module(*VMCU_BOTTLENECK_MODULES[name])
     splan = plan_segments(graph)
     check_segment_plan(graph, splan)
     assert splan.pool_bytes == MODULE_SEGMENT_BYTES[name] == splan.plan.lower_bound_bytes
-    assert splan.pool_bytes < plan_tensors(graph).peak_bytes
+    assert splan.pool_bytes < plan_tensors(graph, strategy="tflm").peak_bytes
 
 
 # --- shared models -------------------------------------------------------------------------------------

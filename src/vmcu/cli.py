@@ -86,7 +86,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.plot and args.strategy in ("patch", "stream"):
         raise VmcuError(f"--plot draws per-op timelines of tensor, tflm and segment plans, not {args.strategy}; "
                         "vmcu bench paper-mcunetv2 compares patch and stream stages")
-    graph = driver.load_model(args.model)
+    graph = driver.load_model(args.model, fold=args.strategy != "tflm")
     search = None
     if args.strategy in ("patch", "stream"):
         plan, search = driver.search_staged(graph, args.strategy, max_mac_overhead=args.max_mac_overhead,
@@ -98,16 +98,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if search is not None:
         payload["max_mac_overhead"] = args.max_mac_overhead if args.strategy == "patch" else 0.0
     if args.plot:
-        payload["plot"] = str(_plot_plans(graph, args.strategy, plan, Path(args.plot)))
+        payload["plot"] = str(_plot_plans(args.model, graph, args.strategy, plan, Path(args.plot)))
     _emit(args, payload, _plan_text)
     return 0
 
 
-def _plot_plans(graph: Any, strategy: str, plan: Any, path: Path) -> Path:
-    """TFLM's planner, vmcu's tensor plan and the chosen strategy's plan, over the ops."""
+def _plot_plans(model: str, graph: Any, strategy: str, plan: Any, path: Path) -> Path:
+    """TFLM's planner (on the file's own graph), vmcu's tensor plan and the chosen strategy's plan."""
     from vmcu.report.plot import plot_plan_comparison
 
-    plans = {"TFLM greedy planner": driver.plan_memory(graph, "tflm"), "vmcu tensor": driver.plan_memory(graph)}
+    tflm = driver.plan_memory(driver.load_model(model, fold=False), "tflm")
+    if strategy != "tflm":
+        graph_plan = driver.plan_memory(graph)
+    else:
+        graph = driver.load_model(model)
+        graph_plan = driver.plan_memory(graph)
+    plans = {"TFLM greedy planner": tflm, "vmcu tensor": graph_plan}
     if strategy == "segment":
         plans["vmcu segment"] = plan
     return plot_plan_comparison(graph, plans, path)
@@ -193,7 +199,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     target, board = _target_and_board(args)
     path = driver.resolve_model(args.model, _cache_dir())
-    graph = driver.load_model(path)
+    graph = driver.load_model(path, fold=args.strategy != "tflm")
     kernels = args.kernels or driver.default_kernels(target)
     plan, program = driver.compile_graph(graph, args.strategy, kernels, max_mac_overhead=args.max_mac_overhead)
     out = Path(args.output)
@@ -214,13 +220,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import tempfile
 
-    from vmcu.plan.tensor import plan_tensors
     from vmcu.reference.executor import random_inputs
     from vmcu.run.verify import build_compiled, verify_program
 
     target, board = _target_and_board(args)
     path = driver.resolve_model(args.model, _cache_dir())
-    graph = driver.load_model(path)
+    graph = driver.load_model(path, fold=args.strategy != "tflm")
     kernels = args.kernels or driver.default_kernels(target)
     plan, program = driver.compile_graph(graph, args.strategy, kernels, max_mac_overhead=args.max_mac_overhead)
     with tempfile.TemporaryDirectory(prefix="vmcu-run-") as tmp:
@@ -232,7 +237,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                     random_inputs(graph, args.inputs, args.seed))
     payload = {"model": str(path), "sha256": driver.model_sha256(path), "strategy": program.strategy,
                "macs": graph_macs(graph), "lower_bound_bytes": _lower_bound(plan),
-               "tflm_head_bytes": plan_tensors(graph, strategy="tflm").peak_bytes, **_staged(plan),
+               "tflm_head_bytes": driver.tflm_head_bytes(path), **_staged(plan),
                **report.to_json()}
     _emit(args, payload, _run_text)
     return 0 if report.bit_exact else 1
@@ -298,6 +303,16 @@ def cmd_bench_mcunetv2(args: argparse.Namespace) -> int:
     _emit(args, payload, mcunetv2.text)
     exact = all(r.get(f"bit_exact_{k}") is not False for r in payload["rows"] for k in ("layerwise", "patch", "stream"))
     return 0 if exact and not payload["errors"] else 1
+
+
+def cmd_bench_vmcu(args: argparse.Namespace) -> int:
+    from vmcu.bench import vmcu_paper
+
+    payload = vmcu_paper.run(instructions=not args.no_run, only=tuple(args.case or ()),
+                             directory=Path(args.models_dir) if args.models_dir else None)
+    _emit(args, payload, vmcu_paper.text)
+    exact = all(r.get(f"bit_exact_{k}") is not False for r in payload["rows"] for k in ("tensor", "segment"))
+    return 0 if exact else 1
 
 
 def _status(args: argparse.Namespace, message: str) -> Any:
@@ -378,6 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-run", action="store_true", help="plans only: skip building and running on QEMU")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bench_mcunetv2)
+    p = bench.add_parser("paper-vmcu", help="vMCU's pointwise layers and bottleneck modules: tensor vs segment "
+                                            "(unfused, fused) bytes vs the paper; Cortex-M4 instructions")
+    p.add_argument("--case", action="append", default=None, help="only this case (1..9, S1..S8, B1..B17; repeatable)")
+    p.add_argument("--models-dir", default=None, help="directory of the shared .tflite models")
+    p.add_argument("--no-run", action="store_true", help="plans only: skip building and running on QEMU")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_bench_vmcu)
     return parser
 
 

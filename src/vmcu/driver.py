@@ -54,17 +54,23 @@ def resolve_model(model: str | None, cache_dir: Path) -> Path:
     return builtin_model(model, cache_dir)
 
 
-def load_model(path: str | Path, *, require_supported: bool = True) -> Graph:
+def load_model(path: str | Path, *, require_supported: bool = True, fold: bool = True) -> Graph:
     """Read a model and, unless only inspecting, refuse it early if any op cannot be compiled.
 
     A graph to compile comes back with its PADs folded into convolutions (`fold_pads`, bit-exact): every
     strategy then plans and generates code for the lighter graph, while inspecting shows the file's own.
+    `fold=False` keeps the file's graph, which is what TFLM's own planner (strategy "tflm") sees.
     """
     graph = read_tflite(path)
     if not require_supported:
         return graph
     check_supported(graph)
-    return fold_pads(graph)
+    return fold_pads(graph) if fold else graph
+
+
+def tflm_head_bytes(path: str | Path) -> int:
+    """TFLM's planned activation area for the file as TFLM itself reads it (no folding), byte for byte."""
+    return plan_memory(load_model(path, fold=False), "tflm").peak_bytes
 
 
 def model_sha256(path: str | Path) -> str:
