@@ -49,3 +49,18 @@ def test_tflm_strategy_plans_the_file_as_tflm_reads_it(capsys: pytest.CaptureFix
     assert main(["plan", str(path), "--strategy", "tflm", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["peak_bytes"] == head == driver.tflm_head_bytes(path)
     assert driver.plan_memory(driver.load_model(path)).peak_bytes < head
+
+
+def test_bench_paper_vmcu_rows(capsys: pytest.CaptureFixture[str]) -> None:
+    """The benchmark's JSON: per case the exact bytes of each plan next to the paper's figure."""
+    import json
+
+    assert main(["bench", "paper-vmcu", "--no-run", "--case", "1", "--case", "S1", "--json"]) == 0
+    rows = {r["case"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert set(rows) == {"1", "S1"}
+    for row in rows.values():
+        for key in ("tensor_bytes", "segment_bytes", "paper_vmcu_bytes", "segment_unfused_bytes", "tflm_bytes"):
+            assert isinstance(row[key], int)
+        assert row["segment_bytes"] <= row["paper_vmcu_bytes"] and row["segment_bytes"] < row["tensor_bytes"]
+    assert rows["1"]["tensor_bytes"] == 80 * 80 * (16 + 16)
+    assert rows["S1"]["segment_bytes"] < rows["S1"]["segment_unfused_bytes"]
