@@ -92,7 +92,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         plan, search = driver.search_staged(graph, args.strategy, max_mac_overhead=args.max_mac_overhead,
                                             rest_strategy=args.rest_strategy)
     else:
-        plan = driver.plan_memory(graph, args.strategy)
+        plan = driver.plan_memory(graph, args.strategy, fuse=args.fuse)
     payload = {"model": str(args.model), **plan_payload(graph, plan, search), "macs": graph_macs(graph),
                "checker": "passed"}
     if search is not None:
@@ -201,7 +201,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     path = driver.resolve_model(args.model, _cache_dir())
     graph = driver.load_model(path, fold=args.strategy != "tflm")
     kernels = args.kernels or driver.default_kernels(target)
-    plan, program = driver.compile_graph(graph, args.strategy, kernels, max_mac_overhead=args.max_mac_overhead)
+    plan, program = driver.compile_graph(graph, args.strategy, kernels, max_mac_overhead=args.max_mac_overhead,
+                                         fuse=args.fuse)
     out = Path(args.output)
     with _status(args, f"building {graph.name} for {target.name}"):
         build_compiled(program, target, board, out)
@@ -227,7 +228,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = driver.resolve_model(args.model, _cache_dir())
     graph = driver.load_model(path, fold=args.strategy != "tflm")
     kernels = args.kernels or driver.default_kernels(target)
-    plan, program = driver.compile_graph(graph, args.strategy, kernels, max_mac_overhead=args.max_mac_overhead)
+    plan, program = driver.compile_graph(graph, args.strategy, kernels, max_mac_overhead=args.max_mac_overhead,
+                                         fuse=args.fuse)
     with tempfile.TemporaryDirectory(prefix="vmcu-run-") as tmp:
         work = Path(args.work_dir) if args.work_dir else Path(tmp)
         with _status(args, f"building {graph.name} for {target.name}"):
@@ -347,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rest-strategy", default="tensor", choices=("tensor", "segment"),
                    help="patch/stream: how the layers after the stage are planned (default tensor)")
     p.add_argument("--plot", metavar="FILE.png", help="draw the memory timeline (TFLM vs vmcu tensor [vs segment])")
+    p.add_argument("--fuse", default="none", choices=driver.FUSE_CHOICES,
+                   help="segment: run inverted bottlenecks fused (recompute: re-expand windows; cache: keep "
+                        "expanded rows, no extra MACs; auto: least SRAM per block, then fewest MACs; default none)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_plan)
 
@@ -373,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="kernel variant (default: arm on Cortex-M, ref on host)")
         p.add_argument("--max-mac-overhead", type=float, default=0.10,
                        help="patch: most extra MACs allowed, as a fraction (default 0.10)")
+        p.add_argument("--fuse", default="none", choices=driver.FUSE_CHOICES,
+                       help="segment: run inverted bottlenecks fused (recompute: re-expand windows; cache: keep "
+                            "expanded rows, no extra MACs; auto: least SRAM per block, then fewest MACs; default none)")
         p.add_argument("--json", action="store_true", help="print one JSON object")
         if name == "compile":
             p.add_argument("-o", "--output", required=True, help="directory for the C project")

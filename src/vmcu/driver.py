@@ -77,12 +77,17 @@ def model_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+FUSE_CHOICES = ("none", "recompute", "cache", "auto")
+
+
 def plan_memory(graph: Graph, strategy: str = "tensor", *, max_mac_overhead: float = 0.10,
-                rest_strategy: str = "tensor") -> Any:
+                rest_strategy: str = "tensor", fuse: str = "none") -> Any:
     """Plan the activation memory with the named strategy and prove the plan safe with its checker.
 
     Returns a MemoryPlan (tensor, tflm), a SegmentPlan (segment) or the best PatchPlan / StreamPlan
     (patch, stream) within `max_mac_overhead` extra MACs; see `search_staged` for every candidate.
+    `fuse` (segment only) runs inverted bottlenecks as one fused kernel: "recompute" re-expands the window,
+    "cache" keeps expanded rows (no extra MACs), "auto" picks per block the least SRAM, then fewest MACs.
     """
     if strategy in ("patch", "stream"):
         return search_staged(graph, strategy, max_mac_overhead=max_mac_overhead, rest_strategy=rest_strategy)[0]
@@ -90,7 +95,9 @@ def plan_memory(graph: Graph, strategy: str = "tensor", *, max_mac_overhead: flo
         from vmcu.plan.segment import plan_segments
         from vmcu.plan.segment_check import check_segment_plan
 
-        splan = plan_segments(graph)
+        if fuse not in FUSE_CHOICES:
+            raise PlanError(f"unknown fuse choice '{fuse}'; choose one of {', '.join(FUSE_CHOICES)}")
+        splan = plan_segments(graph, fuse=fuse)
         check_segment_plan(graph, splan)
         return splan
     from vmcu.plan.check import check_tensor_plan
@@ -139,9 +146,10 @@ def default_kernels(target: Target) -> str:
     return "ref" if target.is_host else "arm"
 
 
-def compile_graph(graph: Graph, strategy: str, kernels: str, *, max_mac_overhead: float = 0.10
-                  ) -> tuple[MemoryPlan | SegmentPlan | PatchPlan | StreamPlan, CProgram]:
-    """Plan (checked) and generate C for one graph; patch plans stay within `max_mac_overhead` extra MACs."""
+def compile_graph(graph: Graph, strategy: str, kernels: str, *, max_mac_overhead: float = 0.10,
+                  fuse: str = "none") -> tuple[MemoryPlan | SegmentPlan | PatchPlan | StreamPlan, CProgram]:
+    """Plan (checked) and generate C for one graph; patch plans stay within `max_mac_overhead` extra MACs,
+    segment plans fuse inverted bottlenecks as `fuse` says."""
     from vmcu.codegen.emit import emit_c
 
     if kernels not in KERNEL_VARIANTS:
@@ -149,5 +157,5 @@ def compile_graph(graph: Graph, strategy: str, kernels: str, *, max_mac_overhead
     if strategy not in CODEGEN_STRATEGIES:
         raise PlanError(f"strategy '{strategy}' plans memory (vmcu plan) but has no C code generation yet; "
                         f"compile and run support {', '.join(CODEGEN_STRATEGIES)}")
-    plan = plan_memory(graph, strategy, max_mac_overhead=max_mac_overhead)
+    plan = plan_memory(graph, strategy, max_mac_overhead=max_mac_overhead, fuse=fuse)
     return plan, emit_c(graph, plan, variant=kernels)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vmcu.errors import BuildError
+from vmcu.ir.analysis import op_macs
 from vmcu.ir.graph import Graph, Tensor
 
 C_TYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "float32": "float", "uint8": "uint8_t"}
@@ -40,6 +41,7 @@ class CProgram:
     input_bytes: tuple[int, ...]
     output_bytes: tuple[int, ...]
     order: tuple[int, ...]
+    op_info: tuple[tuple[int, str, int], ...]  # (op index, type, MACs) per step, as vmcu_mark numbers them
 
 
 @dataclass
@@ -57,7 +59,8 @@ class ConstTable:
 class Body:
     """A strategy's contribution: C at file scope, the statements of `<model>_run()` and the arena layout.
 
-    `io_offsets` gives the arena offset of every graph input and output (each contiguous there).
+    `io_offsets` gives the arena offset of every graph input and output (each contiguous there);
+    `op_graph` is the graph whose ops `order` indexes when it is not the model's (fused blocks).
     """
 
     strategy: str
@@ -68,6 +71,7 @@ class Body:
     scratch_bytes: int
     io_offsets: dict[int, int]
     order: tuple[int, ...]
+    op_graph: Graph | None = None
 
     @property
     def scratch_offset(self) -> int:
@@ -103,8 +107,10 @@ def emit_program(graph: Graph, body: Body, *, variant: str, name: str | None = N
             raise BuildError(f"{graph.name}: the plan does not place graph input/output tensor {t}")
     files = {f"{name}.h": _header(graph, name, body.arena_bytes), f"{name}.c": _source(graph, body, name),
              "main.c": _main(graph, name)}
+    ops_of = body.op_graph or graph
+    op_info = tuple((i, ops_of.ops[i].type, op_macs(ops_of, ops_of.ops[i])) for i in body.order)
     return CProgram(
-        name=name, files=files, variant=variant, strategy=body.strategy, plan_bytes=body.plan_bytes,
+        op_info=op_info, name=name, files=files, variant=variant, strategy=body.strategy, plan_bytes=body.plan_bytes,
         scratch_offset=body.scratch_offset, scratch_bytes=body.scratch_bytes, arena_bytes=body.arena_bytes,
         input_bytes=tuple(graph.tensors[i].nbytes for i in graph.inputs),
         output_bytes=tuple(graph.tensors[i].nbytes for i in graph.outputs), order=body.order)

@@ -25,16 +25,17 @@ from dataclasses import dataclass
 from vmcu.codegen.program import SCRATCH_ALIGN, Body, ConstTable
 from vmcu.errors import BuildError
 from vmcu.ir.graph import NO_TENSOR, Graph
-from vmcu.kernels.cparams import c_definition
 from vmcu.kernels.segbind import SegBinding, segment_binding
 from vmcu.plan.segment import SegmentPlan, SegmentStep
 
 PREAMBLE = """#include "vmcu_seg.h"
 
-/* Tensors of the circular pool ARENA[0, POOL_BYTES), as segment-kernel views. */
+/* Tensors of the circular pool ARENA[0, POOL_BYTES) as segment-kernel views (vmcu_seg_src/dst), and flat
+ * constants (vmcu_seg_flat), initialised at file scope: views built in the run function would each take a
+ * stack slot of their own. */
 #define POOL_BYTES {pool}
-#define SRC(base) vmcu_seg_src(ARENA, POOL_BYTES, (base))
-#define DST(base) vmcu_seg_dst(ARENA, POOL_BYTES, (base))
+#define POOL_VIEW(base) {{ARENA + (base), ARENA, POOL_BYTES - (base)}}
+#define FLAT_VIEW(data) {{(data), (data), INT32_MAX}}
 
 """
 
@@ -77,14 +78,16 @@ def segment_body(graph: Graph, splan: SegmentPlan, variant: str) -> Body:
             statements.append(f"    /* op {step.op} {step.op_type}: output aliases its input, nothing to do */\n")
             continue
         b = bindings[step.op]
-        definitions.append(c_definition(b.params, f"op{step.op}_params"))
-        statements.append(_call(g, step, b, arena, constants))
+        views, statement = _step(g, step, b, arena, constants)
+        definitions.append(b.definition(f"op{step.op}_params") + views)
+        statements.append(statement)
     if k_out:
-        statements.append(f"    vmcu_seg_rotate(ARENA, POOL_BYTES, {k_out}); /* outputs made contiguous */\n")
+        statements.append(f"    vmcu_mark(-1); /* the rotation is no op's work */\n"
+                          f"    vmcu_seg_rotate(ARENA, POOL_BYTES, {k_out}); /* outputs made contiguous */\n")
     io = {t: (bases[t] + k_in) % pool for t in g.inputs} | {t: (bases[t] - k_out) % pool for t in g.outputs}
     return Body(strategy="segment", definitions=tuple(definitions), statements=tuple(statements),
                 constants=constants, plan_bytes=plan_bytes, scratch_bytes=scratch, io_offsets=io,
-                order=splan.plan.order)
+                order=splan.plan.order, op_graph=g)
 
 
 def _flat_shift(g: Graph, tensors: tuple[int, ...], bases: dict[int, int], pool: int) -> int:
@@ -96,43 +99,38 @@ def _flat_shift(g: Graph, tensors: tuple[int, ...], bases: dict[int, int], pool:
     raise BuildError(f"{g.name}: no rotation of the segment pool makes every graph input (or output) contiguous")
 
 
-def _call(g: Graph, step: SegmentStep, b: SegBinding, arena: _Arena, constants: ConstTable) -> str:
-    """The statements running one step: its kernel call, after an array of input views if it takes one."""
+def _step(g: Graph, step: SegmentStep, b: SegBinding, arena: _Arena, constants: ConstTable) -> tuple[str, str]:
+    """The file-scope views of one step and the statement that runs its kernel on them."""
     name = f"op{step.op}"
-    args = []
+    views, args = [], []
     for role in b.args:
         if role == "output":
-            args.append(f"DST({step.output_base})")
+            views.append(f"static const vmcu_seg_dst_t {name}_output = POOL_VIEW({step.output_base});\n")
+            args.append(f"{name}_output")
         elif role == "stage":
             args.append(arena.stage(b))
         elif role == "scratch":
             args.append(f"ARENA + {arena.scratch_offset}" if b.scratch_bytes else "NULL")
         elif role == "views":
+            items = ", ".join(_view(g, t, base, constants) for t, base in zip(step.inputs, step.input_bases,
+                                                                               strict=True))
+            views.append(f"static const vmcu_seg_src_t {name}_inputs[] = {{{items}}};\n")
             args.append(f"{name}_inputs")
         else:
-            args.append(_input(g, step, role, constants))
-    call = f"{b.symbol}(&{name}_params, {', '.join(args)});"
-    if "views" not in b.args:
-        return f"    vmcu_mark({step.op});\n    {call}\n"
-    views = ", ".join(_view(g, t, base, constants) for t, base in zip(step.inputs, step.input_bases, strict=True))
-    return (f"    vmcu_mark({step.op});\n    {{\n        const vmcu_seg_src_t {name}_inputs[] = {{{views}}};\n"
-            f"        {call}\n    }}\n")
-
-
-def _input(g: Graph, step: SegmentStep, role: str, constants: ConstTable) -> str:
-    """Input N of the step for a "view:N" or "ptr:N" role (NULL when absent)."""
-    kind, n = role.split(":")
-    index = int(n)
-    if index >= len(step.inputs) or step.inputs[index] == NO_TENSOR:
-        return "NULL"
-    if kind == "view":
-        return _view(g, step.inputs[index], step.input_bases[index], constants)
-    return constants.ref(g.tensors[step.inputs[index]])
+            kind, n = role.split(":")
+            index = int(n)
+            if index >= len(step.inputs) or step.inputs[index] == NO_TENSOR:
+                args.append("NULL")
+            elif kind == "ptr":
+                args.append(constants.ref(g.tensors[step.inputs[index]]))
+            else:
+                view = _view(g, step.inputs[index], step.input_bases[index], constants)
+                views.append(f"static const vmcu_seg_src_t {name}_input{index} = {view};\n")
+                args.append(f"{name}_input{index}")
+    return "".join(views), f"    vmcu_mark({step.op});\n    {b.symbol}(&{name}_params, {', '.join(args)});\n"
 
 
 def _view(g: Graph, t: int, base: int, constants: ConstTable) -> str:
-    """A tensor as a view: of the pool at its base, or of a constant's flash array."""
+    """The initializer of a tensor's view: of the pool at its base, or of a constant's flash array."""
     tensor = g.tensors[t]
-    if tensor.is_const:
-        return f"vmcu_seg_flat({constants.ref(tensor)})"
-    return f"SRC({base})"
+    return f"FLAT_VIEW({constants.ref(tensor)})" if tensor.is_const else f"POOL_VIEW({base})"

@@ -6,7 +6,10 @@ from vmcu.ir.graph import NO_TENSOR, Graph, Op
 
 
 def op_macs(graph: Graph, op: Op) -> int:
-    """Multiply-accumulates of conv, depthwise and fully-connected ops (0 for the rest, as MODELS.md counts)."""
+    """Multiply-accumulates of conv, depthwise and fully-connected ops (0 for the rest, as MODELS.md counts);
+    a fused block counts the MACs of the ops it replaces."""
+    if "block" in op.options:
+        return sum(op_macs(graph, sub) for sub in op.options["block"].ops)
     if op.type not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
         return 0
     out = graph.tensors[op.outputs[0]]

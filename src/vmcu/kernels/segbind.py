@@ -2,9 +2,10 @@
 
 A segment kernel takes the params struct of its tensor-level twin (the same `KernelBinding` values), its
 activation tensors as views of the circular pool and two working buffers outside the pool: `stage`, one
-output unit the kernel builds before storing it, and `scratch` (4-byte aligned: the DSP kernels' column
-buffers, a bounce pixel or row for input that straddles the wrap). Both are sized here from the step's
-placement, exactly: a buffer that only a straddling pixel or unit needs is reserved only when one does.
+output unit the kernel builds before storing it, and `scratch` (4-byte aligned: what the tensor kernel the
+DSP segment kernels call needs, their own column buffers, a bounce pixel or row for input that straddles
+the wrap). Both are sized here from the step's placement, exactly: a buffer that only a straddling pixel or
+unit needs is reserved only when one does.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from dataclasses import dataclass
 
 from vmcu.errors import UnsupportedOpError
 from vmcu.ir import params as P
+from vmcu.ir.fusion import FUSED_OP
 from vmcu.ir.graph import Graph, Op
 from vmcu.ir.params import op_params
-from vmcu.kernels.cparams import KernelBinding, kernel_binding
+from vmcu.kernels.cparams import KernelBinding, c_definition, kernel_binding
+from vmcu.kernels.scratch import scratch_bytes
 from vmcu.plan.segment import SegmentStep
 from vmcu.plan.segment_gap import unit_bytes
 
@@ -51,15 +54,18 @@ _DSP = ("vmcu_seg_conv_2d_s8", "vmcu_seg_depthwise_conv_2d_s8", "vmcu_seg_fully_
 
 @dataclass(frozen=True)
 class SegBinding:
-    """One segment-kernel call: `params` is the tensor-level binding whose struct and values it passes
-    (print it with `c_definition`), `args` the roles above, `stage_bytes` and `scratch_bytes` the
-    buffers it needs (0: pass NULL)."""
+    """One segment-kernel call: `params` is the tensor-level binding whose struct and values it passes,
+    `args` the roles above, `stage_bytes` and `scratch_bytes` the buffers it needs (0: pass NULL)."""
 
     symbol: str
     params: KernelBinding
     args: tuple[str, ...]
     stage_bytes: int
     scratch_bytes: int
+
+    def definition(self, name: str) -> str:
+        """C source defining the params struct `name` that the call passes as `&name`."""
+        return c_definition(self.params, name)
 
 
 def _round4(n: int) -> int:
@@ -75,6 +81,10 @@ def straddles(base: int, nbytes: int, pool: int, run: int) -> bool:
 
 def segment_binding(graph: Graph, op: Op, step: SegmentStep, variant: str) -> SegBinding:
     """The seg kernel, arguments and buffer sizes of `op` run as `step` of a segment plan."""
+    if op.type == FUSED_OP:
+        from vmcu.kernels.fusedbind import fused_binding  # it builds on SegBinding: imported here, not above
+
+        return fused_binding(graph, op, step, variant)
     params = op_params(graph, op)
     tensor = kernel_binding(op.type, params, variant)
     symbol = "vmcu_seg_" + tensor.symbol.removeprefix("vmcu_")
@@ -101,32 +111,43 @@ def _stage_bytes(symbol: str, variant: str, step: SegmentStep, unit: int, out_by
 
 
 def _scratch_bytes(graph: Graph, symbol: str, params: P.OpParams, variant: str, step: SegmentStep) -> int:
-    """The DSP kernels' column buffers (laid out as in their C files), the pools' int32 accumulators and
-    the bounce buffer of an input pixel or row that straddles the wrap."""
+    """The DSP kernels' column buffers, the pools' int32 accumulators and the bounce buffer of an input
+    pixel or row that straddles the wrap. A DSP kernel runs the tensor kernel on the flat parts of its
+    tensors, with that kernel's scratch (vmcu.kernels.scratch), and when one of them wraps also its own
+    copy for the parts that straddle, laid out as in its C file."""
     inp = graph.tensors[step.inputs[0]]
     base, pool = step.input_bases[0], step.pool_bytes
+    if variant == "arm" and symbol in _DSP:
+        tensor = scratch_bytes(graph.ops[step.op].type, params, variant)
+        wraps = base + inp.nbytes > pool or step.output_base + graph.tensors[step.output].nbytes > pool
+        return max(tensor, _copy_scratch_bytes(params, inp.nbytes, base, pool)) if wraps else tensor
     if isinstance(params, P.Conv2DParams):
         cin = params.input_shape[3]
-        staged = variant == "arm" and cin % 4 != 0  # the DSP gather row splits straddling runs itself
-        bounce = cin if straddles(base, inp.nbytes, pool, cin) and not staged else 0
-        if variant != "arm":
-            return bounce
-        _, fh, fw, _ = params.filter_shape
-        groups = (fh * fw * cin + 3) // 4
-        column = 16 * groups + (4 * groups if staged else 0) + 8 * min(params.output_shape[3], ACC_CHUNK) + 8
-        return column + bounce
-    if isinstance(params, P.DepthwiseConv2DParams) and variant == "arm":
-        _, out_w, out_c = params.output_shape[1:]
-        _, fh, fw, _ = params.filter_shape
-        cols = (DW_CHUNK - 1) * params.stride_w + (fw - 1) * params.dilation_w + 1
-        gather = 4 * fh * cols if 0 < pool - base < inp.nbytes else 0  # a band of rows may straddle the wrap
-        return _round4(out_w * out_c) + 8 * fh * fw + 16 * out_w + 16 + gather
-    if isinstance(params, P.FullyConnectedParams) and variant == "arm":
-        groups, tail = divmod(params.accum_depth, 4)
-        return 8 * groups + _round4(2 * tail) + 4 * min(params.output_depth, ACC_CHUNK)
+        return cin if straddles(base, inp.nbytes, pool, cin) else 0
     if isinstance(params, P.Pool2DParams):
         return 4 * params.input_shape[3]
     if isinstance(params, P.SoftmaxParams):
         return params.depth if straddles(base, inp.nbytes, pool, params.depth) else 0
     return 0
+
+
+def _copy_scratch_bytes(params: P.OpParams, in_bytes: int, base: int, pool: int) -> int:
+    """The scratch of the DSP kernels' copied loops (seg/*_arm.c): their column buffers, plus a bounce
+    pixel (conv, unless gathered through the staging row) or a gathered chunk (3-wide depthwise) when the
+    input wraps."""
+    if isinstance(params, P.Conv2DParams):
+        cin = params.input_shape[3]
+        staged = cin % 4 != 0  # the int8 gather row splits straddling runs itself
+        _, fh, fw, _ = params.filter_shape
+        groups = (fh * fw * cin + 3) // 4
+        column = 16 * groups + (4 * groups if staged else 0) + 8 * min(params.output_shape[3], ACC_CHUNK) + 8
+        return column + (cin if straddles(base, in_bytes, pool, cin) and not staged else 0)
+    if isinstance(params, P.DepthwiseConv2DParams):
+        _, out_w, out_c = params.output_shape[1:]
+        _, fh, fw, _ = params.filter_shape
+        three_wide = fw == 3 and params.dilation_w == 1  # the asm path gathers a band across the wrap
+        gather = 4 * fh * ((DW_CHUNK - 1) * params.stride_w + 3) if three_wide and 0 < pool - base < in_bytes else 0
+        return _round4(out_w * out_c) + 8 * fh * fw + 16 * out_w + 16 + gather
+    groups, tail = divmod(params.accum_depth, 4)
+    return 8 * groups + _round4(2 * tail) + 4 * min(params.output_depth, ACC_CHUNK)
 

@@ -11,7 +11,6 @@ import numpy as np
 
 from vmcu.codegen.program import CProgram
 from vmcu.codegen.project import write_project
-from vmcu.ir.analysis import op_macs
 from vmcu.ir.graph import Graph
 from vmcu.kernels import include_dir
 from vmcu.reference.executor import run_reference
@@ -99,9 +98,8 @@ def verify_program(graph: Graph, program: CProgram, binary: Path, target: Target
                                "differing_bytes": int((got != exp).sum())})
     assert first is not None
     per_op = tuple(
-        OpCount(op, graph.ops[op].type, op_macs(graph, graph.ops[op]), first.per_region.get(op, 0),
-                first.per_region_cycles.get(op, 0))
-        for op in program.order) if first.instructions is not None else ()
+        OpCount(op, op_type, macs, first.per_region.get(op, 0), first.per_region_cycles.get(op, 0))
+        for op, op_type, macs in program.op_info) if first.instructions is not None else ()
     size = first.size
     board_name = "native" if target.is_host else (board.name if board else target.default_board or "qemu")
     return RunReport(
