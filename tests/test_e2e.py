@@ -96,7 +96,8 @@ def test_model_too_big_for_board_is_one_line(capsys: pytest.CaptureFixture[str],
                  "--board", "stm32f411", "-o", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1, err
-    assert "board stm32f411: RAM overflows by" in err and "RAM 131,072 B" in err
+    assert err.startswith("vmcu: error: board stm32f411: ")
+    assert "RAM overflows by" in err and "RAM 131,072 B" in err
     assert "FLASH overflows by" in err and "FLASH 524,288 B" in err
     assert get_board("stm32f411").ram_bytes == 131_072
 

@@ -44,15 +44,15 @@ MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 KIB = 1024
 
 
-def padded_block(seed: int = 4, reversed_add: bool = True) -> Graph:
+def padded_block() -> Graph:
     """1x1 expand -> explicit PAD -> VALID 3x3 depthwise -> 1x1 project -> ADD(project, input): the shape of
-    the converted PyTorch models."""
-    b = GraphBuilder(seed=seed)
+    the converted PyTorch models, with the ADD's operands in the other order than the builder's."""
+    b = GraphBuilder(seed=4)
     x = b.input((1, 7, 6, 8), 0.05, 2)
     e = b.conv2d(x, 20, 1)
     d = b.depthwise_conv2d(b.pad(e, [(0, 0), (1, 1), (1, 1), (0, 0)]), 3, padding="VALID")
     p = b.conv2d(d, 8, 1, activation="NONE")
-    b.add(p, x) if reversed_add else b.add(x, p)
+    b.add(p, x)
     return b.build("padded_block")
 
 
@@ -205,7 +205,7 @@ def test_checker_threshold_is_the_fused_gap(graph: Graph, variant: str) -> None:
     size_in, size_out = graph.tensors[x].nbytes, graph.tensors[y].nbytes
     assert splan.pool_bytes == max(size_out, gap + size_in)
     assert splan.workspace_bytes == step.workspace_bytes == fused_params(graph, *find_fusable_blocks(graph),
-                                                                          variant).scratch_bytes
+                                                                          variant).workspace_bytes
     inputs = random_inputs(graph, 1, 0)[0]
     pool = splan.pool_bytes + 1
     assert _agree(graph, _moved(graph, splan, {x: gap, y: 0}, pool), inputs)
@@ -341,8 +341,8 @@ def _struct(op_type: str, params: object, keep: list) -> ctypes.c_void_p:
 
 
 def run_fused_c(lib: ctypes.CDLL, graph: Graph, splan: SegmentPlan, x: np.ndarray, guard: int = 16) -> np.ndarray:
-    """Run the plan's single fused step in C on a pool holding `x`; return the pool afterwards. The scratch
-    is exactly `scratch_bytes` long, followed by guard bytes that must stay untouched."""
+    """Run the plan's single fused step in C on a pool holding `x`; return the pool afterwards. The workspace
+    is exactly `workspace_bytes` long, followed by guard bytes that must stay untouched."""
     fused = splan.fused_graph
     op = fused.ops[0]
     block = op.options["block"]
@@ -354,7 +354,7 @@ def run_fused_c(lib: ctypes.CDLL, graph: Graph, splan: SegmentPlan, x: np.ndarra
     size, bases = splan.pool_bytes, splan.plan.offsets()
     pool = np.full(size, FILL, dtype=np.uint8)
     pool[(bases[block.input] + np.arange(x.size)) % size] = x.reshape(-1).view(np.uint8)
-    scratch = np.full(p.scratch_bytes + guard, 0x5A, dtype=np.uint8)
+    workspace = np.full(p.workspace_bytes + guard, 0x5A, dtype=np.uint8)
     consts = [None if t < 0 else np.ascontiguousarray(graph.tensors[t].data) for t in block.constants()]
     base = pool.ctypes.data
 
@@ -363,8 +363,8 @@ def run_fused_c(lib: ctypes.CDLL, graph: Graph, splan: SegmentPlan, x: np.ndarra
 
     lib.vmcu_seg_fused_ib_s8(ctypes.byref(cp), view(bases[block.input]),
                              *[None if c is None else c.ctypes.data_as(ctypes.c_void_p) for c in consts],
-                             view(bases[block.output]), scratch.ctypes.data_as(ctypes.c_void_p), None)
-    assert (scratch[p.scratch_bytes:] == 0x5A).all()
+                             view(bases[block.output]), workspace.ctypes.data_as(ctypes.c_void_p), None)
+    assert (workspace[p.workspace_bytes:] == 0x5A).all()
     return pool
 
 
@@ -378,7 +378,7 @@ def test_c_kernel_on_the_pool(lib: ctypes.CDLL, graph: Graph, variant: str) -> N
     """Bit-exact with the reference at the planned (tight) gap, wherever the pool's wrap falls (1-byte
     segments, so pixels straddle it); with the output one byte too close, bit-exact with the simulation's
     corrupted output: the C kernel reads and stores exactly when the loop order says. Nothing outside the
-    output and the scratch is written."""
+    output and the workspace is written."""
     splan = plan_segments(graph, segment_bytes=1, fuse=variant)
     x, y = graph.inputs[0], graph.outputs[0]
     inputs = random_inputs(graph, 1, 2)[0]
@@ -422,7 +422,8 @@ def _c_array(name: str, data: np.ndarray) -> str:
 
 def _arm_program(graph: Graph, plans: list[SegmentPlan]) -> str:
     """A Cortex-M program running the fused kernel once per plan on a fresh pool holding the input, and
-    writing each pool out afterwards."""
+    writing each pool out afterwards; it fails if the kernel writes past its workspace or scratch (the
+    largest of the plans: each plan's own is checked by the portable kernel's test)."""
     (block,) = find_fusable_blocks(graph)
     x = graph.tensors[block.input]
     consts = block.constants()
@@ -430,6 +431,8 @@ def _arm_program(graph: Graph, plans: list[SegmentPlan]) -> str:
     parts += [_c_array(f"k{i}", graph.tensors[t].data) for i, t in enumerate(consts) if t >= 0]
     args = ", ".join(f"k{i}" if t >= 0 else "NULL" for i, t in enumerate(consts))
     pool = max(p.pool_bytes for p in plans)
+    scratch = max(kernel_scratch_bytes(fused_params(graph, block, v), "arm") for v in ("recompute", "cache"))
+    workspace = max(p.workspace_bytes for p in plans)
     calls = []
     for j, splan in enumerate(plans):
         p = fused_params(graph, block, splan.fused_graph.ops[0].options["variant"])
@@ -442,15 +445,18 @@ def _arm_program(graph: Graph, plans: list[SegmentPlan]) -> str:
                      f"{int(p.residual_first)}, {int(p.cache)}, {p.ring_h}, {p.ring_w}}};\n")
         bases, size = splan.plan.offsets(), splan.pool_bytes
         calls.append(f"""    memset(POOL, {FILL - 256}, sizeof POOL);
+    memset(WS, 0x5A, sizeof WS);
+    memset(SCRATCH, 0x5A, sizeof SCRATCH);
     for (int32_t i = 0; i < {x.nbytes}; ++i) POOL[({bases[block.input]} + i) % {size}] = IN[i];
     vmcu_seg_fused_ib_s8(&f{j}, vmcu_seg_src(POOL, {size}, {bases[block.input]}), {args},
                          vmcu_seg_dst(POOL, {size}, {bases[block.output]}), WS, (int8_t *)SCRATCH);
+    for (int32_t i = 0; i < GUARD; ++i) {{
+        if (WS[{workspace} + i] != 0x5A || ((int8_t *)SCRATCH)[{scratch} + i] != 0x5A) vmcu_fail("overflow");
+    }}
     vmcu_write_output(POOL, {size});
 """)
-    scratch = max(kernel_scratch_bytes(fused_params(graph, block, v), "arm") for v in ("recompute", "cache"))
-    workspace = max(p.workspace_bytes for p in plans)
-    parts.append(f"static int8_t IN[{x.nbytes}], POOL[{pool}], WS[{workspace}];\n"
-                 f"static int32_t SCRATCH[{(scratch + 3) // 4}];\n")
+    parts.append(f"#define GUARD 8\nstatic int8_t IN[{x.nbytes}], POOL[{pool}], WS[{workspace} + GUARD];\n"
+                 f"static int32_t SCRATCH[{(scratch + 3) // 4} + GUARD];\n")
     return "".join(parts) + "int vmcu_main(void) {\n    vmcu_read_input(IN, sizeof IN);\n" + "".join(calls) + \
         "    return 0;\n}\n"
 

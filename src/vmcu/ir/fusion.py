@@ -50,11 +50,6 @@ class FusedBlock:
     def output(self) -> int:
         return (self.add or self.project).outputs[0]
 
-    @property
-    def intermediates(self) -> tuple[int, ...]:
-        """Tensors that exist only inside the block."""
-        return tuple(op.outputs[0] for op in self.ops[:-1])
-
     def constants(self) -> tuple[int, ...]:
         """Weights and biases of expand, depthwise and project (-1 for an absent bias)."""
         return tuple(t for op in (self.expand, self.depthwise, self.project)
@@ -95,9 +90,8 @@ def _fusable_depthwise(graph: Graph, op: Op) -> bool:
             and graph.tensors[op.outputs[0]].dtype == "int8")
 
 
-def block_at(graph: Graph, expand: Op, readers: dict[int, list[int]] | None = None) -> FusedBlock | None:
+def _block_at(graph: Graph, expand: Op, readers: dict[int, list[int]]) -> FusedBlock | None:
     """The fusable block starting at `expand`, or None (see the module docstring for the conditions)."""
-    readers = graph.consumers() if readers is None else readers
     x = expand.inputs[0]
     if not _is_pointwise(graph, expand) or graph.tensors[x].shape[0] != 1:
         return None
@@ -133,7 +127,7 @@ def find_fusable_blocks(graph: Graph) -> list[FusedBlock]:
     for op in graph.ops:
         if op.index in used:
             continue
-        block = block_at(graph, op, readers)
+        block = _block_at(graph, op, readers)
         if block is not None and not used & {o.index for o in block.ops}:
             blocks.append(block)
             used.update(o.index for o in block.ops)

@@ -111,7 +111,8 @@ def fused_geometry(graph: Graph, block: FusedBlock) -> FusedGeometry:
 @dataclass(frozen=True)
 class FusedIBParams:
     """What the C kernel vmcu_seg_fused_ib_s8 takes (vmcu_fused_ib_params_t): the sub-ops' params, the
-    ADD's operand order and the ring of the variant; `scratch_bytes` is the workspace."""
+    ADD's operand order and the ring of the variant; `workspace_bytes` is the plan's workspace (the
+    kernel's `workspace` argument)."""
 
     expand: Conv2DParams
     depthwise: DepthwiseConv2DParams
@@ -121,7 +122,7 @@ class FusedIBParams:
     cache: bool
     ring_h: int
     ring_w: int
-    scratch_bytes: int
+    workspace_bytes: int
 
 
 def kernel_scratch_bytes(p: FusedIBParams, kernels: str) -> int:
@@ -137,6 +138,7 @@ def kernel_scratch_bytes(p: FusedIBParams, kernels: str) -> int:
 
 
 def fused_params(graph: Graph, block: FusedBlock, variant: str) -> FusedIBParams:
+    """The C kernel's params of `block` run as `variant`."""
     g = fused_geometry(graph, block)
     add_params = op_params(graph, block.add) if block.add is not None else None
     first = block.add is not None and block.add.inputs[0] == block.input
@@ -206,6 +208,7 @@ def fused_macs(g: FusedGeometry, variant: str) -> int:
 
 
 def unfused_macs(graph: Graph, block: FusedBlock) -> int:
+    """MACs of the block's three convolutions run layer by layer."""
     return sum(op_macs(graph, op) for op in (block.expand, block.depthwise, block.project))
 
 

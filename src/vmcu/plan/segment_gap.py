@@ -22,7 +22,9 @@ over the padded border (at most ceil(pad/stride) positions), which gives `window
 MEAN, FC and elementwise ops separate the same way (`closed_form_gap`).
 TRANSPOSE and CONCATENATION (and any op without a schedule here) have no segment kernel: their output
 may not overlap their inputs at all (`overlap` is False and the gap is the whole output); the same holds
-for single-step kernels that stage their unit (see `op_schedule`).
+for single-step kernels that stage their unit (see `op_schedule`). A fused inverted bottleneck
+(FUSED_OP, vmcu.ir.fusion) is one more kind: one step per output pixel, its gap enumerated from the
+lowest input byte each step of its loop reads (`fused_schedule`, vmcu.plan.fused).
 """
 
 from __future__ import annotations
