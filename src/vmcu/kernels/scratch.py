@@ -12,6 +12,9 @@ from vmcu.ir import params as P
 
 VARIANTS = ("ref", "arm")
 ACC_CHUNK = 64  # VMCU_ACC_CHUNK in arm/vmcu_arm.h
+SCRATCH_MAX = 2304  # VMCU_SCRATCH_MAX in arm/vmcu_arm.h
+DW_NARROW = 8  # VMCU_DW_NARROW in arm/depthwise_conv_2d.c
+DW_IMAGE_MAX = 1024  # VMCU_DW_IMAGE_MAX in arm/depthwise_conv_2d.c
 
 
 def _round4(n: int) -> int:
@@ -24,14 +27,34 @@ def scratch_bytes(op_type: str, params: P.OpParams, variant: str = "ref") -> int
         raise ValueError(f"kernel variant must be one of {VARIANTS}, not {variant!r}")
     if variant == "arm" and isinstance(params, P.Conv2DParams):
         _, fh, fw, cin = params.filter_shape
-        groups = (fh * fw * cin + 3) // 4
-        # two int16 columns, the int8 staging row, two pixels' accumulators of a channel chunk, a zero bias
-        return 16 * groups + (4 * groups if cin % 4 else 0) + 8 * min(params.output_shape[3], ACC_CHUNK) + 8
+        k = fh * fw * cin
+        groups = (k + 3) // 4
+        out_c = params.output_shape[3]
+        # four (or, beyond SCRATCH_MAX, two) pixels' int16 columns, the int8 staging row, a padded copy of
+        # the last weight row when k % 4, and the channel table (a word a channel and two more)
+        rest = (4 * groups if cin % 4 else 0) + (4 * groups if k % 4 else 0) + 4 * (out_c + 2)
+        blocks = (32 if 32 * groups + rest <= SCRATCH_MAX else 16) * groups + rest
+        pointwise = (fh, fw, params.pad_top, params.pad_left, params.stride_h, params.stride_w) == (1, 1, 0, 0, 1, 1)
+        if pointwise and k in (8, 16) and out_c % 2 == 0 and (2 * k + 16) * out_c <= SCRATCH_MAX:
+            # or one record a channel (its weights unpacked, four constants) for the one-pixel kernels
+            blocks = max(blocks, (2 * k + 16) * out_c)
+        # no less than seg/seg_conv_2d_arm.c's pixels: two int16 columns, the staging row, two pixels'
+        # accumulators of a channel chunk and a zero bias
+        return max(blocks, 16 * groups + (4 * groups if cin % 4 else 0) + 8 * min(out_c, ACC_CHUNK) + 8)
     if variant == "arm" and isinstance(params, P.DepthwiseConv2DParams):
         _, out_w, out_c = params.output_shape[1:]
         _, fh, fw, _ = params.filter_shape
-        # the staged output row, one group's unpacked weights, its accumulators for the row, a zero bias
-        return _round4(out_w * out_c) + 8 * fh * fw + 16 * out_w + 16
+        groups = out_c // 4
+        record = 4 * (16 + 2 * fh * fw)  # a group's starts, unpacked weights and constants
+        padded_w = (out_w - 1) * params.stride_w + (fw - 1) * params.dilation_w + 1
+        rows = max(DW_IMAGE_MAX // 4, fh * padded_w) if out_w < DW_NARROW or params.depth_multiplier > 1 else 0
+        # a staged window, the staged tap rows (or whole padded image) of narrow outputs (rows of fewer than
+        # DW_NARROW pixels) or of depth multipliers above 1, the staged output row, and every group's record
+        # when they all fit in SCRATCH_MAX, else one; no less than seg/seg_depthwise_conv_2d_arm.c's rows
+        # (the staged output row, one group's unpacked weights, its accumulators for the row)
+        fixed = 4 * fh * fw + 4 * rows + _round4(out_w * out_c)
+        seg_rows = _round4(out_w * out_c) + 8 * fh * fw + 16 * out_w + 16
+        return max(fixed + record * (groups if fixed + record * groups <= SCRATCH_MAX else 1), seg_rows)
     if variant == "arm" and isinstance(params, P.FullyConnectedParams):
         groups, tail = divmod(params.accum_depth, 4)
         return 8 * groups + _round4(2 * tail) + 4 * min(params.output_depth, ACC_CHUNK)

@@ -186,4 +186,96 @@ static inline void vmcu_requant_block(const vmcu_requant_t *r, const int32_t *ac
     }
 }
 
+/* The exact path for one accumulator of channel ch, clamped: any multiplier, shift and accumulator. */
+static inline int8_t vmcu_requant_exact(const vmcu_requant_t *r, int32_t acc, int32_t ch) {
+    const int32_t y = vmcu_requantize(acc, r->multiplier[ch], r->shift[ch]) + r->zero_point;
+    return (int8_t)vmcu_clamp_i32(y, r->act_min, r->act_max);
+}
+
+/* The asm requantizer works on 2 * acc (the kernels accumulate doubled inputs or weights; 2w and
+ * 2(x + offset) fit int16) for channels whose accumulators stay within +-2^30 and whose shift is a right
+ * one, e = -shift >= 1, with m the multiplier, e1 = e - 1 and c = (2 * zp + 1) << e1 below 2^30:
+ * out = SSAT8((SMMLAR(a2, m, c) - [a2 < 0]) >> e). SMMLAR(a2, m, c) is x + c with x = SMMULR(2 * acc, m),
+ * the doubling high multiply floor((acc * m + 2^30) / 2^31), and (x - [x < 0] + (2 * zp + 1) * 2^(e-1))
+ * >> e is TFLite's rounding half away from zero of x / 2^e plus zp, as nested floor divisions compose.
+ * [a2 < 0] stands for [x < 0]: they differ only when x == 0, which rounds to 0 either way. */
+#define VMCU_REQUANT(T, A2, M, C, E1)                 \
+    "smmlar " T ", " A2 ", " M ", " C "\n\t"          \
+    "add " T ", " T ", " A2 ", asr #31\n\t"           \
+    "asr " T ", " T ", " E1 "\n\t"                    \
+    "ssat " T ", #8, " T ", asr #1\n\t"
+
+/* A channel table word: 2 * bias (even) for a channel VMCU_REQUANT serves, else a tag (odd): 2v + 1
+ * when every possible accumulator gives the same output v (the dead channels of pruned models, whose
+ * biases near 2^30 swamp any input), or VMCU_TAG_EXACT for the exact 64-bit path (vmcu_requant_exact).
+ * A table ends with a VMCU_TAG_EXACT word. */
+#define VMCU_TAG_EXACT INT32_MAX
+
+/* 2v + 1 when channel ch gives the same output v for every accumulator within bias +- bound, else
+ * VMCU_TAG_EXACT. Requantization is monotonic in acc unless a left shift wraps, so equal ends suffice. */
+static inline int32_t vmcu_chan_constant(const vmcu_requant_t *r, int32_t ch, int64_t bias, int64_t bound) {
+    const int32_t shift = r->shift[ch];
+    const int64_t limit = shift > 0 ? (int64_t)INT32_MAX >> shift : INT32_MAX;
+    if (bias - bound < -limit - 1 || bias + bound > limit) {
+        return VMCU_TAG_EXACT;
+    }
+    const int8_t v = vmcu_requant_exact(r, (int32_t)(bias - bound), ch);
+    return v == vmcu_requant_exact(r, (int32_t)(bias + bound), ch) ? 2 * v + 1 : VMCU_TAG_EXACT;
+}
+
+/* Largest scratch, in bytes, that a faster data layout may take before the kernels fall back to a
+ * smaller one (scratch.py mirrors every such choice). */
+#define VMCU_SCRATCH_MAX 2304
+
+/* What vmcu_chan_word needs of a layer whose outputs each take `taps` weights times inputs offset by
+ * input_offset: |acc - bias| <= bound for any weights and inputs, and the fast path's limits. */
+typedef struct {
+    const vmcu_requant_t *r;
+    int64_t bound;
+    int32_t x_max;   /* largest |x + input_offset| */
+    int32_t room;    /* |bias| < room keeps |acc| below 2^30 (0 when nothing does) */
+    int32_t e1_end;  /* e1 < e1_end keeps (2 * zp + 1) << e1 below 2^30 */
+} vmcu_chan_ctx_t;
+
+static inline vmcu_chan_ctx_t vmcu_chan_ctx(const vmcu_requant_t *r, int32_t taps, int32_t input_offset) {
+    const int32_t odd = 2 * r->zero_point + 1, abs_odd = odd < 0 ? -odd : odd;
+    const int32_t x_lo = -128 + input_offset, x_hi = 127 + input_offset;
+    vmcu_chan_ctx_t x;
+    x.r = r;
+    x.x_max = vmcu_max_i32(x_lo < 0 ? -x_lo : x_lo, x_hi < 0 ? -x_hi : x_hi);
+    x.bound = (int64_t)taps * 128 * x.x_max;
+    x.room = x.bound < (1 << 30) ? (1 << 30) - (int32_t)x.bound : 0;
+    x.e1_end = 0;
+    while (x.e1_end < 30 && abs_odd < (1 << (30 - x.e1_end))) {
+        ++x.e1_end;
+    }
+    return x;
+}
+
+/* The table word of channel ch (see VMCU_TAG_EXACT) with bias `bias` and weights w[i * w_tap]. */
+static inline int32_t vmcu_chan_word(const vmcu_chan_ctx_t *x, int32_t ch, int32_t bias, const int8_t *w,
+                                     int32_t taps, int32_t w_tap) {
+    const uint32_t e1 = ~(uint32_t)x->r->shift[ch];
+    if (e1 < (uint32_t)x->e1_end && bias > -x->room && bias < x->room) {
+        return 2 * bias;
+    }
+    const int32_t word = vmcu_chan_constant(x->r, ch, bias, x->bound);
+    if (word != VMCU_TAG_EXACT) {
+        return word;
+    }
+    int32_t w_abs = 0;  /* again with this channel's own weights */
+    for (int32_t i = 0; i < taps; ++i, w += w_tap) {
+        w_abs += *w < 0 ? -*w : *w;
+    }
+    return vmcu_chan_constant(x->r, ch, bias, (int64_t)w_abs * x->x_max);
+}
+
+/* m, c and e1 of a channel whose table word is even (see VMCU_REQUANT). */
+static inline void vmcu_chan_constants(const vmcu_requant_t *r, int32_t ch, uint32_t *m_c_e1) {
+    const int32_t e1 = ~r->shift[ch];
+    m_c_e1[0] = (uint32_t)r->multiplier[ch];
+    m_c_e1[1] = (uint32_t)(2 * r->zero_point + 1) << e1;
+    m_c_e1[2] = (uint32_t)e1;
+}
+
 #endif /* VMCU_ARM_H */
