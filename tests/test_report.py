@@ -64,3 +64,16 @@ def test_bench_paper_vmcu_rows(capsys: pytest.CaptureFixture[str]) -> None:
         assert row["segment_bytes"] <= row["paper_vmcu_bytes"] and row["segment_bytes"] < row["tensor_bytes"]
     assert rows["1"]["tensor_bytes"] == 80 * 80 * (16 + 16)
     assert rows["S1"]["segment_bytes"] < rows["S1"]["segment_unfused_bytes"]
+
+
+def test_staged_timeline_peaks_at_the_plans_figure() -> None:
+    """Per-op memory of patch and stream plans peaks exactly at what the planners report."""
+    from vmcu.plan.patch import plan_patches
+    from vmcu.plan.stream import plan_stream
+    from vmcu.report.plot import staged_timeline
+
+    graph = driver.load_model(MODELS / "tinyengine__vww.tflite")
+    for plan in (plan_patches(graph, split=7, grid=(2, 3)), plan_stream(graph, split=18, column_chunks=8)):
+        need = staged_timeline(graph, plan)
+        assert set(need) == set(range(len(graph.ops)))
+        assert max(need.values()) == plan.peak_bytes

@@ -6,8 +6,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from vmcu.ir.graph import Graph
+from vmcu.plan.patch import PatchPlan
 from vmcu.plan.plan import MemoryPlan
+from vmcu.plan.receptive import build_stage
 from vmcu.plan.segment import SegmentPlan
+from vmcu.plan.stream import StreamPlan
 
 
 def tensor_timeline(plan: MemoryPlan) -> list[int]:
@@ -75,3 +78,21 @@ def plot_plan_comparison(graph: Graph, plans: Mapping[str, MemoryPlan | SegmentP
             order = plan.order
     labels = [f"{i} {graph.ops[i].type.split('_')[0][:5]}" for i in order]
     return plot_timelines(graph.name, labels, timelines, path, budget_bytes, budget_label)
+
+
+def staged_timeline(graph: Graph, plan: PatchPlan | StreamPlan) -> dict[int, int]:
+    """Bytes a patch or stream plan needs at each model op (input image excluded, as the papers count):
+    in the stage the full stage output plus the tile buffers live at that op (patch) or every ring
+    (stream); after the cut the later layers' tensor-level arena in use."""
+    stage = build_stage(graph, plan.split)
+    need: dict[int, int] = {}
+    for k, step in enumerate(stage.steps):
+        if isinstance(plan, PatchPlan):
+            tiles = max((p.end for p in plan.tile_buffers if p.first_use <= k <= p.last_use), default=0)
+        else:
+            tiles = plan.ring_bytes
+        need[step.op] = plan.stage_output_bytes + tiles
+    if plan.rest is not None and isinstance(plan.rest.plan, MemoryPlan):
+        for step, used in enumerate(tensor_timeline(plan.rest.plan)):
+            need[plan.split + plan.rest.plan.order[step]] = used
+    return need
