@@ -36,8 +36,8 @@ def main() -> int:
         label = f"{name} (split {plan.split}, {plan.mac_overhead:+.1%} MACs)"
         series[label] = [need.get(i, 0) for i in ops]
     labels = [f"{i} {graph.ops[i].type.split('_')[0][:5]}" for i in ops]
-    out = plot_timelines(f"{graph.name}: layer by layer vs patch vs stream (patch/stream exclude the input image)", labels, series,
-                         Path(args.output))
+    title = f"{graph.name}: layer by layer vs patch vs stream (patch/stream exclude the input image)"
+    out = plot_timelines(title, labels, series, Path(args.output))
     for name, values in series.items():
         print(f"{name}: peak {max(values):,} B")
     print(f"wrote {out}")

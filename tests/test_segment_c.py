@@ -1,22 +1,36 @@
 """Segment plans (vMCU) as C: every shared model runs bit-exact with the reference through the circular pool,
 on the host (portable kernels, ASan + UBSan) and on emulated Cortex-M4 (DSP kernels), in an arena of exactly
 the plan's pool and workspace plus kernel scratch; and a plan one segment short of a gap, which the checker
-rejects, does give wrong results in C, so the checker's verdict is the kernels' reality."""
+rejects, does give wrong results in C, so the checker's verdict is the kernels' reality. Every segment
+kernel also runs alone on single-op cases whose input or output straddles the pool end at a byte that
+splits pixels and rows, for op variants the models lack: the portable ones through ctypes, the DSP variant
+in one Cortex-M4 program."""
 
 from __future__ import annotations
 
+import ctypes
+import math
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vmcu import driver
 from vmcu.codegen.emit import emit_c
 from vmcu.codegen.program import CProgram
 from vmcu.errors import PlanError
-from vmcu.ir.graph import Graph
-from vmcu.plan.segment import SegmentPlan, replace_bases
+from vmcu.frontend.tflite import NUMPY_DTYPES
+from vmcu.ir.graph import NO_TENSOR, Graph, Op, Quant, Tensor
+from vmcu.ir.params import op_params
+from vmcu.kernels import STRUCTS, include_dir, kernel_dir, segment_sources
+from vmcu.kernels.segbind import SegBinding, arena_scratch_bytes, segment_binding
+from vmcu.plan.segment import SegmentPlan, SegmentStep, replace_bases
 from vmcu.plan.segment_check import check_segment_plan
+from vmcu.plan.segment_gap import unit_bytes
 from vmcu.reference.executor import random_inputs
+from vmcu.reference.kernels import REFERENCE_KERNELS
 from vmcu.run.toolchain import arm_toolchain_missing
 from vmcu.run.verify import RunReport, build_compiled, verify_program
 from vmcu.targets import get_target
@@ -44,9 +58,14 @@ def compile_segment(model: str, kernels: str) -> tuple[Graph, SegmentPlan, CProg
     return graph, splan, program
 
 
-def assert_arena_is_the_plan(splan: SegmentPlan, report: RunReport) -> None:
-    """Arena = pool + workspace, then the largest kernel scratch at the next 4-byte boundary."""
+def assert_arena_is_the_plan(graph: Graph, splan: SegmentPlan, report: RunReport) -> None:
+    """Arena = pool + workspace, then at the next 4-byte boundary the largest kernel scratch (with the stage
+    of a kernel whose unit does not fit the workspace); optional stages add nothing."""
     assert report.plan_bytes == splan.pool_bytes + splan.workspace_bytes
+    calls = [segment_binding(graph, graph.ops[s.op], s, report.kernels) for s in splan.steps
+             if s.output not in dict(splan.plan.aliases)]
+    required = [b.scratch_bytes if b.optional_stage else b.needs(splan.workspace_bytes) for b in calls]
+    assert report.scratch_bytes == max(required) == arena_scratch_bytes(calls, splan.workspace_bytes)[0]
     padded = -(-report.plan_bytes // 4) * 4 if report.scratch_bytes else report.plan_bytes
     assert report.arena_bytes == padded + report.scratch_bytes
 
@@ -54,9 +73,9 @@ def assert_arena_is_the_plan(splan: SegmentPlan, report: RunReport) -> None:
 @pytest.mark.parametrize("model", SUPPORTED)
 def test_host_bit_exact_with_sanitizers(model: str, tmp_path: Path) -> None:
     graph, splan, program = compile_segment(model, "ref")
-    report = run(graph, program, "host", tmp_path, inputs=2)
+    report = run(graph, program, "host", tmp_path)
     assert report.bit_exact, report.mismatches
-    assert_arena_is_the_plan(splan, report)
+    assert_arena_is_the_plan(graph, splan, report)
 
 
 @needs_arm
@@ -66,7 +85,7 @@ def test_cortex_m4_bit_exact_dsp_kernels(model: str, tmp_path: Path) -> None:
     graph, splan, program = compile_segment(model, "arm")
     report = run(graph, program, "cortex-m4", tmp_path)
     assert report.bit_exact, report.mismatches
-    assert_arena_is_the_plan(splan, report)
+    assert_arena_is_the_plan(graph, splan, report)
     assert report.ram_bytes >= report.arena_bytes
     assert {c.op for c in report.per_op} == set(splan.plan.order)
     assert report.instructions and sum(c.instructions for c in report.per_op) <= report.instructions
@@ -106,7 +125,312 @@ def test_gap_one_segment_short_is_rejected_and_wrong_in_c(tmp_path: Path) -> Non
     bases[step.output] = (bases[step.output] + step.segment_bytes) % splan.pool_bytes
     short = replace_bases(graph, splan, bases)
     assert short.steps[step.op].gap_bytes == step.gap_bytes - step.segment_bytes
-    with pytest.raises(PlanError, match=f"op {step.op} DEPTHWISE_CONV_2D .* its own output"):
+    with pytest.raises(PlanError, match=rf"op {step.op} DEPTHWISE_CONV_2D .*\(its own output"):
         check_segment_plan(graph, short)
     report = run(graph, emit_c(graph, short, variant="ref"), "host", tmp_path)
     assert not report.bit_exact
+
+
+# --- single ops across the pool end (portable kernels through ctypes) -------------------------------------
+
+
+class View(ctypes.Structure):
+    _fields_ = [("head", ctypes.c_void_p), ("tail", ctypes.c_void_p), ("split", ctypes.c_int32)]
+
+
+@pytest.fixture(scope="module")
+def seglib(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
+    out = tmp_path_factory.mktemp("seg") / "libvmcu_seg.so"
+    cmd = ["gcc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", f"-I{include_dir()}",
+           f"-I{kernel_dir() / 'ref'}", *map(str, segment_sources("ref")), "-o", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return ctypes.CDLL(str(out))
+
+
+def params_struct(struct: str, values: dict, keep: list) -> ctypes.Structure:
+    """A ctypes instance of a params struct (vmcu_kernels.h); tables are kept alive in `keep`."""
+    kinds = {"int": ctypes.c_int32, "double": ctypes.c_double, "table": ctypes.POINTER(ctypes.c_int32)}
+    members = [(f.name, ctypes.c_int32 * f.length if f.kind == "array" else (ctypes.c_int32 * 2) * f.length
+                if f.kind == "pairs" else kinds[f.kind]) for f in STRUCTS[struct]]
+    instance = type(struct, (ctypes.Structure,), {"_fields_": members})()
+    for f in STRUCTS[struct]:
+        v = values[f.name]
+        if f.kind == "table":
+            keep.append((ctypes.c_int32 * max(len(v), 1))(*v))
+            v = ctypes.cast(keep[-1], ctypes.POINTER(ctypes.c_int32))
+        elif f.kind == "pairs":
+            v = ((ctypes.c_int32 * 2) * f.length)(*[(ctypes.c_int32 * 2)(*pair) for pair in v])
+        elif f.kind == "array":
+            v = (ctypes.c_int32 * f.length)(*v)
+        setattr(instance, f.name, v)
+    return instance
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One op laid out in a pool whose end the first input (wrap="input") or the output straddles near its
+    middle (at a byte that splits pixels and rows): bases, the pool image holding the inputs, the call."""
+
+    pool: int
+    bases: dict[int, int]
+    image: np.ndarray
+    binding: SegBinding
+
+    def output(self, graph: Graph, op: Op, memory: np.ndarray) -> bytes:
+        out = graph.tensors[op.outputs[0]]
+        return memory[(self.bases[out.index] + np.arange(out.nbytes)) % self.pool].tobytes()
+
+
+def place_across_wrap(graph: Graph, op: Op, arrays: list[np.ndarray | None], wrap: str, variant: str) -> Placement:
+    acts = [t for t in dict.fromkeys(op.inputs) if t != NO_TENSOR and not graph.tensors[t].is_const]
+    order = [op.outputs[0], *acts] if wrap == "output" else [*acts, op.outputs[0]]
+    sizes = {t: graph.tensors[t].nbytes for t in order}
+    pool = sum(sizes.values()) + 5
+    bases, at = {}, pool - sizes[order[0]] // 2 - 1
+    for t in order:
+        bases[t] = at % pool
+        at += sizes[t]
+    image = np.zeros(pool, np.uint8)
+    for t, a in zip(op.inputs, arrays, strict=True):
+        if t in bases:
+            raw = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+            image[(bases[t] + np.arange(raw.size)) % pool] = raw
+    out = graph.tensors[op.outputs[0]]
+    unit = unit_bytes(graph, op)
+    step = SegmentStep(op.index, op.type, op.inputs, tuple(bases.get(t, -1) for t in op.inputs), out.index,
+                       bases[out.index], -1, 0, 0, 1, unit, out.nbytes // unit, pool, 0)
+    return Placement(pool, bases, image, segment_binding(graph, op, step, variant))
+
+
+def run_ctypes(lib: ctypes.CDLL, graph: Graph, op: Op, arrays: list[np.ndarray | None], wrap: str) -> bytes:
+    """The portable seg kernel on a placement across the wrap, called through ctypes."""
+    placed = place_across_wrap(graph, op, arrays, wrap, "ref")
+    b = placed.binding
+    memory = placed.image.copy()
+    keep: list = [memory]
+
+    def view(t: int, data: np.ndarray | None) -> View:
+        if t in placed.bases:
+            return View(memory.ctypes.data + placed.bases[t], memory.ctypes.data, placed.pool - placed.bases[t])
+        keep.append(np.ascontiguousarray(data))
+        return View(keep[-1].ctypes.data, keep[-1].ctypes.data, 2**31 - 1)
+
+    def buffer(n: int) -> ctypes.c_void_p | None:
+        keep.append(np.zeros(n // 4 + 1, np.uint32))
+        return ctypes.c_void_p(keep[-1].ctypes.data) if n else None
+
+    args: list = [ctypes.byref(params_struct(b.params.struct, b.params.values, keep))]
+    for role in b.args:
+        if role == "output":
+            args.append(view(op.outputs[0], None))
+        elif role in ("stage", "scratch"):
+            args.append(buffer(b.stage_bytes if role == "stage" else b.scratch_bytes))
+        elif role == "views":
+            keep.append((View * len(op.inputs))(*[view(t, a) for t, a in zip(op.inputs, arrays, strict=True)]))
+            args.append(keep[-1])
+        else:
+            kind, n = role.split(":")
+            a = arrays[int(n)] if int(n) < len(arrays) else None
+            if kind == "view":
+                args.append(view(op.inputs[int(n)], a))
+            else:
+                keep.append(np.ascontiguousarray(a) if a is not None else None)
+                args.append(ctypes.c_void_p(keep[-1].ctypes.data) if a is not None else None)
+    getattr(lib, b.symbol)(*args)
+    return placed.output(graph, op, memory)
+
+
+def q(scale: float, zero_point: int = 0) -> Quant:
+    return Quant((float(np.float32(scale)),), (zero_point,))
+
+
+def one_op(op_type: str, inputs: list[tuple], output: tuple, **options: object) -> tuple[Graph, Op]:
+    """A one-op graph; each tensor is (shape, dtype, quant[, constant data])."""
+    specs = [*inputs, output]
+    tensors = tuple(Tensor(i, f"t{i}", tuple(t[0]), t[1], t[2], t[3] if len(t) > 3 else None)
+                    for i, t in enumerate(specs))
+    op = Op(0, op_type, tuple(range(len(inputs))), (len(inputs),), dict(options))
+    graph = Graph(op_type.lower(), tensors, (op,), tuple(i for i, t in enumerate(tensors[:-1]) if t.data is None),
+                  (len(inputs),))
+    return graph, op
+
+
+def windowed(op_type: str, h: int, w: int, cin: int, cout: int, k: tuple[int, int], stride: int = 1,
+             dilation: int = 1, padding: str = "SAME", mult: int = 1) -> tuple[Graph, Op]:
+    """CONV_2D or DEPTHWISE_CONV_2D with per-channel weights and a bias."""
+    rng = np.random.default_rng(h * w + cin)
+    depthwise = op_type == "DEPTHWISE_CONV_2D"
+    cout = cin * mult if depthwise else cout
+    fshape = (1, *k, cout) if depthwise else (cout, *k, cin)
+    wq = Quant(tuple(float(np.float32(v)) for v in rng.uniform(0.002, 0.02, cout)), (0,) * cout, 3 if depthwise else 0)
+    size = [(n - (kk - 1) * dilation - 1) // stride + 1 if padding == "VALID" else -(-n // stride)
+            for n, kk in zip((h, w), k, strict=True)]
+    taps = k[0] * k[1] * (1 if depthwise else cin)
+    options = {"padding": padding, "stride_h": stride, "stride_w": stride, "dilation_h": dilation,
+               "dilation_w": dilation, "activation": "NONE", "depth_multiplier": mult}
+    return one_op(op_type, [((1, h, w, cin), "int8", q(0.05, -5)),
+                            (fshape, "int8", wq, rng.integers(-127, 128, fshape).astype(np.int8)),
+                            ((cout,), "int32", None, rng.integers(-3000, 3000, cout).astype(np.int32))],
+                  ((1, *size, cout), "int8", q(0.05 * math.sqrt(taps), 3)), **options)
+
+
+def single_op_cases() -> dict[str, tuple[Graph, Op]]:
+    """Op variants the shared models do not all have: dilations, odd channel counts, depth multipliers,
+    batches, broadcasts against constants, int16 softmax, float boundaries, data movement."""
+    i8 = q(0.05, -2)
+    fc_w = np.random.default_rng(3).integers(-127, 128, (5, 37)).astype(np.int8)
+    ramp = np.arange(5, dtype=np.int8).reshape(1, 1, 5, 1)
+    return {
+        "conv 3x3 s2 C3": windowed("CONV_2D", 9, 7, 3, 8, (3, 3), stride=2),
+        "conv 1x1 C8": windowed("CONV_2D", 6, 7, 8, 6, (1, 1)),
+        "conv 3x2 dilated": windowed("CONV_2D", 10, 9, 5, 3, (3, 2), dilation=2, padding="VALID"),
+        "conv 5x5 C12": windowed("CONV_2D", 6, 6, 12, 9, (5, 5)),
+        "depthwise 3x3": windowed("DEPTHWISE_CONV_2D", 6, 7, 8, 0, (3, 3)),
+        "depthwise 5x5 x2": windowed("DEPTHWISE_CONV_2D", 8, 8, 3, 0, (5, 5), mult=2),
+        "depthwise dilated": windowed("DEPTHWISE_CONV_2D", 10, 9, 16, 0, (3, 3), dilation=2, padding="VALID"),
+        "fully connected": one_op("FULLY_CONNECTED", [((3, 37), "int8", q(0.05, 7)), ((5, 37), "int8", q(0.01), fc_w),
+                                                      ((5,), "int32", None, np.arange(5, dtype=np.int32))],
+                                  ((3, 5), "int8", q(0.2, -9)), activation="RELU"),
+        "average pool": one_op("AVERAGE_POOL_2D", [((2, 7, 9, 5), "int8", i8)], ((2, 4, 5, 5), "int8", i8),
+                               padding="SAME", stride_h=2, stride_w=2, filter_h=3, filter_w=3, activation="NONE"),
+        "max pool": one_op("MAX_POOL_2D", [((1, 6, 5, 6), "int8", i8)], ((1, 6, 5, 6), "int8", i8),
+                           padding="SAME", stride_h=1, stride_w=1, filter_h=3, filter_w=3, activation="RELU6"),
+        "add broadcast": one_op("ADD", [((1, 4, 5, 8), "int8", q(0.05, -3)), ((1, 1, 1, 8), "int8", q(0.03, 10))],
+                                ((1, 4, 5, 8), "int8", q(0.06, 2)), activation="NONE"),
+        "mul constant": one_op("MUL", [((2, 3, 1, 4), "int8", q(0.05, -3)), ((1, 1, 5, 1), "int8", q(0.03, 4), ramp)],
+                               ((2, 3, 5, 4), "int8", q(0.02, 1)), activation="NONE"),
+        "mean": one_op("MEAN", [((2, 5, 7, 6), "int8", q(0.05, -7)), ((2,), "int32", None, np.array([1, 2], np.int32))],
+                       ((2, 1, 1, 6), "int8", q(0.03, 4)), keep_dims=True),
+        "softmax": one_op("SOFTMAX", [((3, 4, 10), "int8", q(0.1, 5))], ((3, 4, 10), "int8", q(1 / 256, -128)),
+                          beta=1.0),
+        "softmax int16": one_op("SOFTMAX", [((3, 4, 10), "int8", q(0.25, 5))],
+                                ((3, 4, 10), "int16", q(1 / 65536, -32768)), beta=1.0),
+        "logistic": one_op("LOGISTIC", [((4, 64), "int8", q(0.1, 0))], ((4, 64), "int8", q(1 / 256, -128))),
+        "quantize": one_op("QUANTIZE", [((3, 50), "int8", q(0.03, 5))], ((3, 50), "int8", q(0.0174, -3))),
+        "quantize float": one_op("QUANTIZE", [((3, 50), "float32", None)], ((3, 50), "int8", q(0.0174, -3))),
+        "dequantize": one_op("DEQUANTIZE", [((3, 50), "int8", q(0.0174, -3))], ((3, 50), "float32", None)),
+        "pad": one_op("PAD", [((1, 3, 4), "int8", i8), ((3, 2), "int32", None, np.array([[0, 1], [1, 2], [3, 0]],
+                                                                                            np.int32))],
+                      ((2, 6, 7), "int8", i8)),
+        "reshape": one_op("RESHAPE", [((2, 3, 4), "int8", i8)], ((6, 4), "int8", i8)),
+        "transpose": one_op("TRANSPOSE", [((2, 3, 4, 5), "int8", i8), ((4,), "int32", None,
+                                                                     np.array([0, 3, 1, 2], np.int32))],
+                            ((2, 5, 3, 4), "int8", i8)),
+        "concatenation": one_op("CONCATENATION", [((1, 2, 3, 4), "int8", i8), ((1, 2, 5, 4), "int8", i8)],
+                                ((1, 2, 8, 4), "int8", i8), axis=2),
+    }
+
+
+CASES = single_op_cases()
+
+
+def random_arrays(graph: Graph, op: Op, rng: np.random.Generator) -> list[np.ndarray]:
+    """The op's inputs: constants as stored, int8 activations uniform, floats around the quantized range."""
+    arrays = []
+    for t in (graph.tensors[i] for i in op.inputs):
+        if t.is_const:
+            arrays.append(np.asarray(t.data))
+        elif t.dtype == "float32":
+            arrays.append(rng.uniform(-2.5, 2.5, t.shape).astype(np.float32))
+        else:
+            arrays.append(rng.integers(-128, 128, t.shape).astype(NUMPY_DTYPES[t.dtype]))
+    return arrays
+
+
+def reference(graph: Graph, op: Op, arrays: list[np.ndarray]) -> bytes:
+    out = graph.tensors[op.outputs[0]]
+    return np.asarray(REFERENCE_KERNELS[op.type](op_params(graph, op), arrays), dtype=NUMPY_DTYPES[out.dtype]).tobytes()
+
+
+@pytest.mark.parametrize("wrap", ["input", "output"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_portable_kernel_across_the_pool_end(seglib: ctypes.CDLL, case: str, wrap: str) -> None:
+    graph, op = CASES[case]
+    arrays = random_arrays(graph, op, np.random.default_rng(7))
+    assert run_ctypes(seglib, graph, op, arrays, wrap) == reference(graph, op, arrays)
+
+
+def c_view(graph: Graph, t: int, name: str, placed: Placement, offset: int, defs: list[str]) -> str:
+    """The initializer of a view of tensor t: in the pool image at `offset` of `buf`, or of a constant
+    array `name` (defined in `defs`)."""
+    data = graph.tensors[t].data
+    if data is None:
+        base = placed.bases[t]
+        return f"{{buf + {offset + base}, buf + {offset}, {placed.pool - base}}}"
+    defs.append(f"static const int8_t {name}[] = {{{', '.join(map(str, data.reshape(-1).tolist()))}}};\n")
+    return f"{{{name}, {name}, INT32_MAX}}"
+
+
+def qemu_source(cases: list[tuple[Graph, Op, list, str]]) -> tuple[str, bytes, list[tuple[int, Placement]]]:
+    """One Cortex-M program running the DSP variant of every case on its placement: all pool images are read
+    into one buffer (each at a different offset mod 4), the kernels run on views of it, and the buffer is
+    written back. Returns the source, the input blob and each case's (pool offset, placement)."""
+    defs, calls, blob, where = [], [], bytearray(), []
+    stage = scratch = 4
+    for i, (graph, op, arrays, wrap) in enumerate(cases):
+        placed = place_across_wrap(graph, op, arrays, wrap, "arm")
+        b = placed.binding
+        blob += bytes(-len(blob) % 4 + i % 4)
+        offset = len(blob)
+        blob += placed.image.tobytes()
+        where.append((offset, placed))
+        stage, scratch = max(stage, b.stage_bytes), max(scratch, b.scratch_bytes)
+        defs.append(b.definition(f"p{i}"))
+
+        args = []
+        for role in b.args:
+            if role in ("stage", "scratch"):
+                args.append(role if (b.stage_bytes if role == "stage" else b.scratch_bytes) else "NULL")
+            elif role == "output":
+                init = c_view(graph, op.outputs[0], "", placed, offset, defs)
+                defs.append(f"static const vmcu_seg_dst_t out{i} = {init};\n")
+                args.append(f"out{i}")
+            elif role == "views":
+                items = ", ".join(c_view(graph, t, f"c{i}_{j}", placed, offset, defs) for j, t in enumerate(op.inputs))
+                defs.append(f"static const vmcu_seg_src_t in{i}[] = {{{items}}};\n")
+                args.append(f"in{i}")
+            else:
+                kind, n = role.split(":")
+                t = op.inputs[int(n)] if int(n) < len(op.inputs) else NO_TENSOR
+                if t == NO_TENSOR:
+                    args.append("NULL")
+                elif kind == "view":
+                    init = c_view(graph, t, f"c{i}_{n}", placed, offset, defs)
+                    defs.append(f"static const vmcu_seg_src_t in{i}_{n} = {init};\n")
+                    args.append(f"in{i}_{n}")
+                else:
+                    data = np.asarray(graph.tensors[t].data)
+                    ctype = "int32_t" if data.dtype == np.int32 else "int8_t"
+                    body = ", ".join(map(str, data.reshape(-1).tolist()))
+                    defs.append(f"static const {ctype} c{i}_{n}[] __attribute__((aligned(4))) = {{{body}}};\n")
+                    args.append(f"c{i}_{n}")
+        calls.append(f"    vmcu_mark({i});\n    {b.symbol}(&p{i}, {', '.join(args)});\n")
+    src = ("#include <stdint.h>\n#include \"vmcu_seg.h\"\n#include \"vmcu_platform.h\"\n"
+           f"static int8_t buf[{len(blob)}] __attribute__((aligned(4)));\n"
+           f"static int8_t stage[{stage}];\nstatic int8_t scratch[{scratch}] __attribute__((aligned(4)));\n"
+           + "".join(defs) + "int vmcu_main(void) {\n    (void)stage;\n    (void)scratch;\n"
+           "    vmcu_read_input(buf, sizeof buf);\n" + "".join(calls)
+           + "    vmcu_mark(-1);\n    vmcu_write_output(buf, sizeof buf);\n    return 0;\n}\n")
+    return src, bytes(blob), where
+
+
+@needs_arm
+@pytest.mark.qemu
+def test_dsp_kernels_across_the_pool_end(tmp_path: Path) -> None:
+    """The DSP conv, depthwise and FC kernels (and the portable rest of the arm variant) on every single-op
+    case, input or output across the pool end, in one Cortex-M4 program."""
+    from vmcu.run.execute import build_program, run_program
+
+    rng = np.random.default_rng(9)
+    cases = [(graph, op, random_arrays(graph, op, rng), wrap) for graph, op in CASES.values()
+             for wrap in ("input", "output")]
+    src, blob, where = qemu_source(cases)
+    (tmp_path / "main.c").write_text(src)
+    target = get_target("cortex-m4")
+    includes = [include_dir(), kernel_dir() / "ref", kernel_dir() / "arm"]
+    binary = build_program(target, None, [*segment_sources("arm"), tmp_path / "main.c"], includes, tmp_path / "build")
+    memory = np.frombuffer(run_program(target, binary, blob, len(blob)).output, np.uint8)
+    for (graph, op, arrays, wrap), (offset, placed) in zip(cases, where, strict=True):
+        want = reference(graph, op, arrays)
+        got = placed.output(graph, op, memory[offset:offset + placed.pool])
+        assert got == want, f"{graph.name} op {op.type}, {wrap} across the pool end"

@@ -8,7 +8,8 @@ The arena is the pool, then the plan's workspace, then kernel scratch:
     ARENA[scratch_offset, + scratch_bytes)        4-byte aligned: DSP column buffers, bounce pixels or rows,
                                                   and a `stage` larger than the workspace, if any
 
-so arena_bytes = pool_bytes + workspace_bytes (+ alignment and scratch).
+so arena_bytes = pool_bytes + workspace_bytes (+ alignment and scratch). A kernel's optional stage (a faster
+path) is given only where it adds no byte to that (segbind.arena_scratch_bytes).
 
 The generated API hands graph inputs and outputs out as flat arrays, but the planner may place one across
 the pool end (it does on MLPerf Tiny AD). Rather than constrain the placement (which costs pool bytes),
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from vmcu.codegen.program import SCRATCH_ALIGN, Body, ConstTable
 from vmcu.errors import BuildError
 from vmcu.ir.graph import NO_TENSOR, Graph
-from vmcu.kernels.segbind import SegBinding, segment_binding
+from vmcu.kernels.segbind import SegBinding, arena_scratch_bytes, segment_binding
 from vmcu.plan.segment import SegmentPlan, SegmentStep
 
 PREAMBLE = """#include "vmcu_seg.h"
@@ -63,9 +64,9 @@ def segment_body(graph: Graph, splan: SegmentPlan, variant: str) -> Body:
     k_in = _flat_shift(g, g.inputs, bases, pool)
     k_out = -_flat_shift(g, g.outputs, bases, pool) % pool
     aliases = dict(splan.plan.aliases)
-    bindings = {s.op: segment_binding(g, g.ops[s.op], s, variant) for s in splan.steps if s.output not in aliases}
-    scratch = max((b.scratch_bytes + (b.stage_bytes if b.stage_bytes > workspace else 0)
-                   for b in bindings.values()), default=0)
+    calls = [s for s in splan.steps if s.output not in aliases]
+    scratch, kept = arena_scratch_bytes([segment_binding(g, g.ops[s.op], s, variant) for s in calls], workspace)
+    bindings = {s.op: b for s, b in zip(calls, kept, strict=True)}
     plan_bytes = pool + workspace
     arena = _Arena(pool, workspace, -(-plan_bytes // SCRATCH_ALIGN) * SCRATCH_ALIGN if scratch else plan_bytes)
     constants = ConstTable()

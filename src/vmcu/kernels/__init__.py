@@ -37,12 +37,14 @@ def kernel_sources(variant: str = "ref") -> list[Path]:
 
 
 def segment_sources(variant: str = "ref") -> list[Path]:
-    """The segment kernels (seg/*.c, for segment plans, on top of `kernel_sources`): every seg/ file,
-    except that seg/<name>_arm.c replaces seg/<name>.c in the "arm" variant (same symbols)."""
+    """The .c files of a segment-plan program: every seg/ file, except that seg/<name>_arm.c replaces
+    seg/<name>.c in the "arm" variant (same symbols), plus there the arm/ tensor kernels, which the DSP
+    segment kernels run on the parts of their tensors that do not straddle the pool end."""
     if variant not in VARIANTS:
         raise ValueError(f"kernel variant must be one of {VARIANTS}, not {variant!r}")
     seg = sorted((kernel_dir() / "seg").glob("*.c"))
     files = {p.name: p for p in seg if not p.stem.endswith("_arm")}
     if variant == "arm":
         files |= {p.name.replace("_arm.c", ".c"): p for p in seg if p.stem.endswith("_arm")}
+        files |= {p.name: p for p in sorted((kernel_dir() / "arm").glob("*.c"))}
     return [files[name] for name in sorted(files)]

@@ -10,7 +10,7 @@ unit needs is reserved only when one does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vmcu.errors import UnsupportedOpError
 from vmcu.ir import params as P
@@ -55,13 +55,19 @@ _DSP = ("vmcu_seg_conv_2d_s8", "vmcu_seg_depthwise_conv_2d_s8", "vmcu_seg_fully_
 @dataclass(frozen=True)
 class SegBinding:
     """One segment-kernel call: `params` is the tensor-level binding whose struct and values it passes,
-    `args` the roles above, `stage_bytes` and `scratch_bytes` the buffers it needs (0: pass NULL)."""
+    `args` the roles above, `stage_bytes` and `scratch_bytes` the buffers it needs (0: pass NULL). An
+    optional stage is given only where it costs no arena bytes (`arena_scratch_bytes`)."""
 
     symbol: str
     params: KernelBinding
     args: tuple[str, ...]
     stage_bytes: int
     scratch_bytes: int
+    optional_stage: bool = False  # the kernel also works without its stage (NULL), only slower
+
+    def needs(self, workspace: int) -> int:
+        """Bytes of arena scratch the call takes: its scratch, then its stage if the workspace cannot hold it."""
+        return self.scratch_bytes + (self.stage_bytes if self.stage_bytes > workspace else 0)
 
     def definition(self, name: str) -> str:
         """C source defining the params struct `name` that the call passes as `&name`."""
@@ -92,17 +98,32 @@ def segment_binding(graph: Graph, op: Op, step: SegmentStep, variant: str) -> Se
         raise UnsupportedOpError(f"op {op.index} {op.type} has no segment kernel")
     out = graph.tensors[step.output]
     unit = unit_bytes(graph, op)
-    stage = _stage_bytes(symbol, variant, step, unit, out.nbytes)
+    stage = _stage_bytes(symbol, variant, step, params, unit, out.nbytes)
     scratch = _scratch_bytes(graph, symbol, params, variant, step)
-    return SegBinding(symbol, tensor, ARGS[symbol], stage, scratch)
+    optional = variant == "arm" and isinstance(params, P.DepthwiseConv2DParams)
+    return SegBinding(symbol, tensor, ARGS[symbol], stage, scratch, optional)
 
 
-def _stage_bytes(symbol: str, variant: str, step: SegmentStep, unit: int, out_bytes: int) -> int:
+def arena_scratch_bytes(bindings: list[SegBinding], workspace: int) -> tuple[int, list[SegBinding]]:
+    """The arena scratch a program's calls need, and the calls with each optional stage kept only where it
+    fits the workspace or the scratch the other calls need anyway (else dropped: NULL)."""
+    need = max((b.scratch_bytes if b.optional_stage else b.needs(workspace) for b in bindings), default=0)
+    kept = [b if not b.optional_stage or b.needs(workspace) <= need else replace(b, stage_bytes=0)
+            for b in bindings]
+    return max((b.needs(workspace) for b in kept), default=0), kept
+
+
+def _stage_bytes(symbol: str, variant: str, step: SegmentStep, params: P.OpParams, unit: int, out_bytes: int
+                 ) -> int:
     """One output unit for the kernels that build units before storing them. The DSP conv and FC store in
-    place unless a unit straddles the wrap; the DSP depthwise stages whole rows in its scratch; DEQUANTIZE
-    stages only when its output overlaps its input (the plan's workspace for the step)."""
-    if "stage" not in ARGS[symbol] or (variant == "arm" and symbol == "vmcu_seg_depthwise_conv_2d_s8"):
+    place unless a unit straddles the wrap; the DSP depthwise takes a whole output row when one straddles it
+    (optional: without it, that row runs the copied loops instead of the tensor kernel); DEQUANTIZE stages
+    only when its output overlaps its input (the plan's workspace for the step)."""
+    if "stage" not in ARGS[symbol]:
         return 0
+    if variant == "arm" and isinstance(params, P.DepthwiseConv2DParams):
+        row = params.output_shape[2] * params.output_shape[3]
+        return row if straddles(step.output_base, out_bytes, step.pool_bytes, row) else 0
     if variant == "arm" and symbol in _DSP:
         return unit if straddles(step.output_base, out_bytes, step.pool_bytes, unit) else 0
     if symbol == "vmcu_seg_dequantize_s8":

@@ -15,7 +15,8 @@
  *   - Params structs are those of the tensor-level kernels (vmcu_kernels.h); the arithmetic is theirs
  *     (vmcu_fixedpoint.h), so results are bit-exact with them and with the reference.
  *   - `scratch` is 4-byte aligned; the `_arm.c` twins of conv, depthwise and FC use the DSP extension and
- *     keep the prototypes. vmcu.kernels.segbind sizes `stage` and `scratch` for each call exactly.
+ *     keep the prototypes (when no tensor of the op wraps they call the tensor kernel itself).
+ *     vmcu.kernels.segbind sizes `stage` and `scratch` for each call exactly.
  */
 #ifndef VMCU_SEG_H
 #define VMCU_SEG_H
@@ -62,6 +63,12 @@ static inline const int8_t *vmcu_seg_at(const vmcu_seg_src_t *v, int32_t off) {
 static inline int8_t *vmcu_seg_dst_at(const vmcu_seg_dst_t *v, int32_t off) {
     return off < v->split ? v->head + off : v->tail + (off - v->split);
 }
+
+/* Whether a whole tensor of nbytes lies before the wrap: then `head` is a plain array. */
+static inline int vmcu_seg_contiguous(int32_t split, int32_t nbytes) { return nbytes <= split; }
+
+/* Bytes of an int8 NHWC tensor. */
+static inline int32_t vmcu_seg_nhwc_bytes(const int32_t shape[4]) { return shape[0] * shape[1] * shape[2] * shape[3]; }
 
 /* Bytes readable contiguously from `off` (to the wrap, or unbounded after it). */
 static inline int32_t vmcu_seg_run(int32_t split, int32_t off) { return off < split ? split - off : INT32_MAX; }
@@ -134,6 +141,37 @@ static inline void vmcu_seg_commit(const vmcu_seg_dst_t *v, int32_t off, int32_t
     if (unit == stage) {
         vmcu_seg_write(v, off, stage, n);
     }
+}
+
+/* Output rows of a windowed op (NHWC, int8) as the seg kernels hand them to their tensor twins. */
+typedef struct {
+    int32_t in_h, row_in;    /* input rows per image, bytes per input row */
+    int32_t out_h, row_out;  /* output rows per image, bytes per output row */
+    int32_t stride, pad_top;
+    int32_t reach;           /* input rows one output row's windows span: (kh - 1) * dilation + 1 */
+} vmcu_seg_rows_t;
+
+/* The longest run of output rows [oy0, oy1) of image b whose input rows [*r0, *r1) and output rows both
+ * straddle neither wrap (returns oy1; oy1 == oy0 when row oy0 itself straddles one): a flat sub-image for
+ * the tensor kernel, with pad_top r0 - (oy0 * stride - pad_top). */
+static inline int32_t vmcu_seg_flat_rows(const vmcu_seg_rows_t *g, const vmcu_seg_src_t *in,
+                                         const vmcu_seg_dst_t *out, int32_t b, int32_t oy0, int32_t *r0,
+                                         int32_t *r1) {
+    const int32_t image = b * g->in_h * g->row_in, first = (b * g->out_h + oy0) * g->row_out;
+    const int32_t y0 = oy0 * g->stride - g->pad_top;
+    int32_t oy1 = oy0;
+    *r0 = *r1 = y0 < 0 ? 0 : (y0 > g->in_h ? g->in_h : y0);
+    while (oy1 < g->out_h) {
+        int32_t r = oy1 * g->stride - g->pad_top + g->reach;
+        r = r < *r0 ? *r0 : (r > g->in_h ? g->in_h : r);
+        if (vmcu_seg_straddles(in->split, image + *r0 * g->row_in, (r - *r0) * g->row_in) ||
+            vmcu_seg_straddles(out->split, first, (oy1 + 1 - oy0) * g->row_out)) {
+            break;
+        }
+        *r1 = r;
+        oy1 += 1;
+    }
+    return oy1;
 }
 
 /* Windowed and matrix ops: `stage` holds one output unit, `scratch` a bounce pixel or row (NULL when no

@@ -159,7 +159,8 @@ static inline void expand(fused_t *f, int32_t row, int32_t col) {
     }
 }
 
-/* The depthwise pixel of the window at (r0, c0) into column slot `s` of dcol, with the project offset. */
+/* The depthwise pixel of the window at (r0, c0) into column slot `s` of dcol, with the project offset.
+ * The window's in-bounds taps are listed first (ring offset, filter offset), once for all channels. */
 static void depthwise(const fused_t *f, int32_t s, int32_t r0, int32_t c0, const int8_t *filter,
                       const int32_t *bias) {
     const vmcu_depthwise_conv_2d_params_t *d = f->p->depthwise;

@@ -1,11 +1,14 @@
-/* CONV_2D int8 on the circular pool for Cortex-M with the DSP extension: arm/conv_2d.c with its input
- * read through a segment view (same results as seg_conv_2d.c and ref/conv_2d.c).
+/* CONV_2D int8 on the circular pool for Cortex-M with the DSP extension (same results as seg_conv_2d.c and
+ * ref/conv_2d.c).
  *
- * The tensor kernel's column buffer, 2x2 SMLAD asm loop and requantizer are unchanged. Only the
- * addressing differs: each input pixel a receptive field reads (or each filter row, when the field is
- * gathered through the int8 staging row) is resolved once against the wrap, through `bounce` in scratch
- * when it straddles it; each output pixel is requantized in place, or in `stage` when it straddles the
- * wrap and then stored in two parts. Both pixels of a pair are read before either is stored.
+ * The work goes to the tensor kernel (arm/conv_2d.c, as tuned) wherever the wrap allows: the output is
+ * walked in order in rows of pixels (in pixels for a 1x1 stride-1 conv), and each maximal run of them
+ * whose input rows and output straddle neither tensor's wrap is one call on the flat sub-image (its
+ * padding adjusted). The few rows or pixels that straddle a wrap run pixels_seg: a copy of the tensor
+ * kernel's loops (column buffer, 2x2 SMLAD asm, requantizer) on input pixels (or filter rows, when the
+ * field is gathered through the int8 staging row) resolved once each, through `bounce` in scratch when
+ * one straddles; each output pixel is requantized in place, or in `stage` when it straddles the wrap and
+ * then stored in two parts. Both pixels of a pair are read before either is stored.
  */
 #include "vmcu_arm.h"
 #include "vmcu_seg.h"
@@ -107,7 +110,7 @@ static void stage_field(const column_t *c, int32_t image, int32_t iy0, int32_t i
     fill_bytes(dst, zero_point, 4 * c->groups - c->k);
 }
 
-/* Writes the receptive field at input origin (iy0, ix0) of the image at offset `image` into slot `slot` of the column. */
+/* Writes the receptive field at input origin (iy0, ix0) of the image at offset `image` into slot `slot`. */
 static void fill(const column_t *c, int32_t slot, int32_t image, int32_t iy0, int32_t ix0) {
     const int32_t in_c = c->in_c;
     if (c->staged) {
@@ -235,10 +238,11 @@ static void rows_2x2_asm(const uint32_t *col, int32_t pairs, int32_t single, con
 #undef VMCU_GROUP_2X2
 }
 
-void vmcu_seg_conv_2d_s8(const vmcu_conv_2d_params_t *p, vmcu_seg_src_t input, const int8_t *filter,
-                         const int32_t *bias, vmcu_seg_dst_t output, int8_t *stage, int8_t *scratch) {
+/* Output pixels [px0, px1) (row-major over all batches) with the copied inner loops on resolved pixels. */
+static void pixels_seg(const vmcu_conv_2d_params_t *p, const vmcu_seg_src_t *input, const int8_t *filter,
+                       const int32_t *bias, const vmcu_seg_dst_t *output, int8_t *stage, int8_t *scratch,
+                       int32_t px0, int32_t px1) {
     const int32_t out_h = p->output_shape[1], out_w = p->output_shape[2], out_c = p->output_shape[3];
-    const int32_t pixels = p->output_shape[0] * out_h * out_w;
     column_t c;
     c.in_h = p->input_shape[1];
     c.in_w = p->input_shape[2];
@@ -258,15 +262,15 @@ void vmcu_seg_conv_2d_s8(const vmcu_conv_2d_params_t *p, vmcu_seg_src_t input, c
     int32_t *const acc = (int32_t *)(void *)(c.stage + (c.staged ? 4 * c.groups : 0));
     int32_t *const zeros = acc + 2 * vmcu_min_i32(out_c, VMCU_ACC_CHUNK);  /* the bias of a layer without */
     zeros[0] = zeros[1] = 0;
-    c.src = input;
+    c.src = *input;
     c.bounce = (int8_t *)(zeros + 2);
     const int32_t image_bytes = c.in_h * c.in_w * c.in_c;
     const vmcu_requant_t r = vmcu_requant_init(p->output_multiplier, p->output_shift, p->output_offset,
                                                p->activation_min, p->activation_max);
-    int32_t image = 0;
-    int32_t oy = 0, ox = 0;
-    for (int32_t px = 0; px < pixels; px += 2) {
-        const int32_t pair = px + 1 < pixels;
+    int32_t image = px0 / (out_h * out_w) * image_bytes;
+    int32_t oy = px0 / out_w % out_h, ox = px0 % out_w;
+    for (int32_t px = px0; px < px1; px += 2) {
+        const int32_t pair = px + 1 < px1;
         for (int32_t slot = 0; slot < 2; ++slot) {
             fill(&c, slot, image, oy * p->stride_h - p->pad_top, ox * p->stride_w - p->pad_left);
             if (slot == 0 && !pair) {
@@ -281,8 +285,8 @@ void vmcu_seg_conv_2d_s8(const vmcu_conv_2d_params_t *p, vmcu_seg_src_t input, c
                 }
             }
         }
-        int8_t *const out0 = vmcu_seg_unit(&output, px * out_c, out_c, stage);
-        int8_t *const out1 = pair ? vmcu_seg_unit(&output, (px + 1) * out_c, out_c, stage) : NULL;
+        int8_t *const out0 = vmcu_seg_unit(output, px * out_c, out_c, stage);
+        int8_t *const out1 = pair ? vmcu_seg_unit(output, (px + 1) * out_c, out_c, stage) : NULL;
         for (int32_t c0 = 0; c0 < out_c; c0 += VMCU_ACC_CHUNK) {
             const int32_t n = vmcu_min_i32(VMCU_ACC_CHUNK, out_c - c0);
             /* rows the asm may run: all but an odd last one, and never the filter's last row when K % 4 */
@@ -297,9 +301,77 @@ void vmcu_seg_conv_2d_s8(const vmcu_conv_2d_params_t *p, vmcu_seg_src_t input, c
             }
             vmcu_requant_block(&r, acc, c0, n, out0 + c0, pair ? out1 + c0 : NULL);
         }
-        vmcu_seg_commit(&output, px * out_c, out_c, out0, stage);
+        vmcu_seg_commit(output, px * out_c, out_c, out0, stage);
         if (pair) {
-            vmcu_seg_commit(&output, (px + 1) * out_c, out_c, out1, stage);
+            vmcu_seg_commit(output, (px + 1) * out_c, out_c, out1, stage);
+        }
+    }
+}
+
+/* A 1x1 stride-1 unpadded conv maps pixel t to pixel t: runs of pixels that straddle neither tensor's wrap
+ * are one-row images for the tensor kernel; a pixel that straddles one goes to pixels_seg. */
+static void pointwise_runs(const vmcu_conv_2d_params_t *p, const vmcu_seg_src_t *input, const int8_t *filter,
+                           const int32_t *bias, const vmcu_seg_dst_t *output, int8_t *stage, int8_t *scratch) {
+    const int32_t in_c = p->input_shape[3], out_c = p->output_shape[3];
+    const int32_t pixels = vmcu_seg_nhwc_bytes(p->output_shape) / out_c;
+    vmcu_conv_2d_params_t q = *p;
+    for (int32_t t = 0; t < pixels;) {
+        const int32_t k = vmcu_min_i32(pixels - t, vmcu_min_i32(vmcu_seg_run(input->split, t * in_c) / in_c,
+                                                                vmcu_seg_run(output->split, t * out_c) / out_c));
+        if (k == 0) {
+            pixels_seg(p, input, filter, bias, output, stage, scratch, t, t + 1);
+            t += 1;
+            continue;
+        }
+        q.input_shape[0] = q.input_shape[1] = q.output_shape[0] = q.output_shape[1] = 1;
+        q.input_shape[2] = q.output_shape[2] = k;
+        vmcu_conv_2d_s8(&q, vmcu_seg_at(input, t * in_c), filter, bias, vmcu_seg_dst_at(output, t * out_c), scratch);
+        t += k;
+    }
+}
+
+void vmcu_seg_conv_2d_s8(const vmcu_conv_2d_params_t *p, vmcu_seg_src_t input, const int8_t *filter,
+                         const int32_t *bias, vmcu_seg_dst_t output, int8_t *stage, int8_t *scratch) {
+    if (vmcu_seg_contiguous(input.split, vmcu_seg_nhwc_bytes(p->input_shape)) &&
+        vmcu_seg_contiguous(output.split, vmcu_seg_nhwc_bytes(p->output_shape))) {
+        vmcu_conv_2d_s8(p, input.head, filter, bias, output.head, scratch);  /* nothing wraps */
+        return;
+    }
+    if (p->filter_shape[1] == 1 && p->filter_shape[2] == 1 && p->stride_h == 1 && p->stride_w == 1 &&
+        p->pad_top == 0 && p->pad_left == 0) {
+        pointwise_runs(p, &input, filter, bias, &output, stage, scratch);
+        return;
+    }
+    /* Output rows in order, per image: maximal runs of rows whose input band and output rows straddle
+     * neither wrap are sub-images for the tensor kernel (input rows [r0, r1), padding adjusted); a row
+     * that straddles one goes to the copy. */
+    const vmcu_seg_rows_t g = {p->input_shape[1], p->input_shape[2] * p->input_shape[3], p->output_shape[1],
+                               p->output_shape[2] * p->output_shape[3], p->stride_h, p->pad_top,
+                               (p->filter_shape[1] - 1) * p->dilation_h + 1};
+    vmcu_conv_2d_params_t q = *p;
+    for (int32_t b = 0; b < p->output_shape[0]; ++b) {
+        for (int32_t oy0 = 0; oy0 < g.out_h;) {
+            int32_t r0, r1;
+            const int32_t oy1 = vmcu_seg_flat_rows(&g, &input, &output, b, oy0, &r0, &r1);
+            const int32_t row = b * g.out_h + oy0;
+            if (oy1 == oy0) {
+                int32_t end = oy0 + 1;  /* the run of rows that straddle a wrap, in one run of pixel pairs */
+                while (end < g.out_h && vmcu_seg_flat_rows(&g, &input, &output, b, end, &r0, &r1) == end) {
+                    end += 1;
+                }
+                pixels_seg(p, &input, filter, bias, &output, stage, scratch, row * p->output_shape[2],
+                           (row + end - oy0) * p->output_shape[2]);
+                oy0 = end;
+                continue;
+            }
+            q.input_shape[0] = q.output_shape[0] = 1;
+            q.input_shape[1] = r1 - r0;
+            q.output_shape[1] = oy1 - oy0;
+            q.pad_top = r0 - (oy0 * p->stride_h - p->pad_top);
+            q.pad_bottom = vmcu_max_i32(0, (oy1 - 1) * p->stride_h - p->pad_top + g.reach - r1);
+            vmcu_conv_2d_s8(&q, vmcu_seg_at(&input, (b * g.in_h + r0) * g.row_in), filter, bias,
+                            vmcu_seg_dst_at(&output, row * g.row_out), scratch);
+            oy0 = oy1;
         }
     }
 }

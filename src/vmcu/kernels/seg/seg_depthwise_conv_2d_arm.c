@@ -1,13 +1,18 @@
-/* DEPTHWISE_CONV_2D int8 on the circular pool for Cortex-M with the DSP extension: arm/depthwise_conv_2d.c
- * with its input read through a segment view (same results as seg_depthwise_conv_2d.c).
+/* DEPTHWISE_CONV_2D int8 on the circular pool for Cortex-M with the DSP extension (same results as
+ * seg_depthwise_conv_2d.c).
  *
- * Row by row, like the tensor kernel, whose helpers below are unchanged: unpacked weights per group of
- * four channels, an asm loop over 3-wide windows, a C loop over other windows, a scalar path for the
- * last C % 4 channels and depth_multiplier > 1, and a staged output row stored once all its inputs have
- * been read. Per output row, the band of input rows its windows read is resolved once: when the band
- * does not straddle the wrap it is one pointer and the tensor kernel's loops run on it unchanged; the
- * few rows whose band straddles it resolve every tap (3-wide windows gather their taps into a word
- * buffer and reuse the asm loop, like border windows). The staged row is stored with at most one split.
+ * The work goes to the tensor kernel (arm/depthwise_conv_2d.c, as tuned) wherever the wrap allows: the
+ * output rows are walked in order, and each maximal run of them whose input band and output rows straddle
+ * neither tensor's wrap is one call on the flat sub-image (its padding adjusted); so is a row whose output
+ * alone straddles the wrap, into `stage` (one output row; NULL when the arena has no room for it) and then
+ * stored in two parts. The other rows that straddle a wrap run rows_seg, a copy of the tensor kernel's row
+ * loop (helpers below unchanged: unpacked weights per group of four channels, an asm loop over 3-wide
+ * windows, a C loop over other windows, a scalar path for the last C % 4 channels and depth_multiplier > 1,
+ * a staged output row stored once all its inputs have been read, with at most one split). Its band of input
+ * rows is one pointer when it does not straddle the wrap. When it does, 3-wide windows gather chunks of
+ * VMCU_SEG_DW_CHUNK pixels' taps into a dense word buffer (one resolve per input row of the chunk; the input
+ * zero point stands for padding as in border windows) for the asm loop, and other windows run the C loop on
+ * the rows before the wrap and on those after it, tap by tap only in a row that straddles it.
  */
 #include "vmcu_arm.h"
 #include "vmcu_seg.h"
@@ -177,7 +182,7 @@ static void requant_group(const group_t *g, const int32_t *acc, int32_t pixels, 
     }
 }
 
-#define VMCU_SEG_DW_CHUNK 8 /* output pixels per gathered chunk of a band that straddles the wrap */
+#define VMCU_SEG_DW_CHUNK 8 /* output pixels per gathered chunk of a 3-wide band across the wrap */
 
 /* Four input bytes at tensor offset `off`, gathered when they straddle the wrap. */
 static inline uint32_t ring_load32(const vmcu_seg_src_t *in, int32_t off) {
@@ -209,44 +214,66 @@ static void gather_chunk(const vmcu_seg_src_t *in, int32_t row0, int32_t row_str
     }
 }
 
-/* window_any on a gathered chunk (`cols` words per row, every tap present): acc[0..4) += taps
- * [fy0, fy1) x [0, filter_w) of the window whose first column is `col`. */
-static void chunk_window_any(const uint32_t *g, int32_t cols, int32_t col, const int16x2_t *w, int32_t fy0,
-                             int32_t fy1, int32_t filter_w, int32_t dil_w, int16x2_t offset2, int32_t *acc) {
-    for (int32_t fy = fy0; fy < fy1; ++fy, g += cols) {
-        for (int32_t fx = 0; fx < filter_w; ++fx) {
+/* window_any for a window whose band straddles the wrap (tensor offset `band` of row fy0, column 0,
+ * channel c): the window rows whose taps all lie before the wrap and those after it each through
+ * window_any on one resolved pointer (at the first tap), the row whose taps straddle it tap by tap. */
+static void ring_window_any(const vmcu_depthwise_conv_2d_params_t *p, const vmcu_seg_src_t *in, int32_t band,
+                            int32_t ix0, const int16x2_t *w, int32_t fy0, int32_t fy1, int32_t fx0, int32_t fx1,
+                            int16x2_t offset2, int32_t *acc) {
+    const int32_t in_c = p->input_shape[3], filter_w = p->filter_shape[2], dil_w = p->dilation_w;
+    const int32_t x_row = p->dilation_h * p->input_shape[2] * in_c;
+    const int32_t lo = (ix0 + fx0 * dil_w) * in_c, hi = (ix0 + (fx1 - 1) * dil_w) * in_c + 4;  /* a row's taps */
+    if (fx1 <= fx0) {
+        return;
+    }
+    const int32_t room = in->split - band - hi;  /* rows fy0 .. fy0 + room / x_row end before the wrap */
+    int32_t fy = fy0 + vmcu_min_i32(fy1 - fy0, room >= 0 ? room / x_row + 1 : 0);
+    if (fy > fy0) {
+        window_any(p, in->head + band + lo, -fx0 * dil_w, w, fy0, fy, fx0, fx1, offset2, acc);
+    }
+    const int32_t row = band + (fy - fy0) * x_row;
+    if (fy < fy1 && row + lo < in->split) {
+        for (int32_t fx = fx0; fx < fx1; ++fx) {
             const int16x2_t *wt = w + 2 * (fy * filter_w + fx);
-            const uint32_t xv = g[col + fx * dil_w];
+            const uint32_t xv = ring_load32(in, row + (ix0 + fx * dil_w) * in_c);
             const int16x2_t xl = __sxtab16(offset2, (int8x4_t)xv), xh = vmcu_sxtab16_ror8(offset2, xv);
             acc[0] = __smlabb(xl, wt[0], acc[0]);
             acc[2] = __smlatt(xl, wt[0], acc[2]);
             acc[1] = __smlabb(xh, wt[1], acc[1]);
             acc[3] = __smlatt(xh, wt[1], acc[3]);
         }
+        fy += 1;
+    }
+    if (fy < fy1) {
+        window_any(p, vmcu_seg_at(in, band + (fy - fy0) * x_row + lo), -fx0 * dil_w, w, fy, fy1, fx0, fx1, offset2,
+                   acc);
     }
 }
 
-/* One output row of one group when its band straddles the wrap: chunks of VMCU_SEG_DW_CHUNK pixels are
- * gathered into `g` and run through the tensor kernel's asm loop (3-wide windows) or C loop. */
+/* One output row of one group when its band straddles the wrap. 3-wide windows: chunks of
+ * VMCU_SEG_DW_CHUNK pixels are gathered into `g` and run through the tensor kernel's asm loop. Others:
+ * ring_window_any per pixel. */
 static void ring_row(const vmcu_depthwise_conv_2d_params_t *p, const vmcu_seg_src_t *in, int32_t band, int32_t fy0,
                      int32_t fy1, const int16x2_t *w, int16x2_t offset2, const int32_t *bias4, uint32_t zp_word,
                      uint32_t *g, int32_t *acc) {
     const int32_t in_w = p->input_shape[2], in_c = p->input_shape[3], filter_w = p->filter_shape[2];
     const int32_t stride_w = p->stride_w, dil_w = p->dilation_w, out_w = p->output_shape[2];
     const int32_t rows = fy1 - fy0, row_stride = p->dilation_h * in_w * in_c;
+    if (filter_w != 3 || dil_w != 1) {
+        for (int32_t ox = 0, ix0 = -p->pad_left; ox < out_w; ++ox, ix0 += stride_w) {
+            int32_t fx0, fx1;
+            tap_range(ix0, dil_w, filter_w, in_w, &fx0, &fx1);
+            memcpy(acc + 4 * ox, bias4, 4 * sizeof *acc);
+            ring_window_any(p, in, band, ix0, w, fy0, fy1, fx0, fx1, offset2, acc + 4 * ox);
+        }
+        return;
+    }
     for (int32_t ox0 = 0; ox0 < out_w; ox0 += VMCU_SEG_DW_CHUNK) {
         const int32_t k = vmcu_min_i32(VMCU_SEG_DW_CHUNK, out_w - ox0);
-        const int32_t cols = (k - 1) * stride_w + (filter_w - 1) * dil_w + 1;
+        const int32_t cols = (k - 1) * stride_w + 3;
         gather_chunk(in, band, row_stride, rows, ox0 * stride_w - p->pad_left, cols, in_w, in_c, zp_word, g);
-        if (filter_w == 3 && dil_w == 1) {
-            pixels3_asm((const int8_t *)g, 4 * stride_w, w + 6 * fy0, rows, 4, 4 * cols - 8, offset2, bias4,
-                        acc + 4 * ox0, k);
-            continue;
-        }
-        for (int32_t i = 0; i < k; ++i) {
-            memcpy(acc + 4 * (ox0 + i), bias4, 4 * sizeof *acc);
-            chunk_window_any(g, cols, i * stride_w, w, fy0, fy1, filter_w, dil_w, offset2, acc + 4 * (ox0 + i));
-        }
+        pixels3_asm((const int8_t *)g, 4 * stride_w, w + 6 * fy0, rows, 4, 4 * cols - 8, offset2, bias4,
+                    acc + 4 * ox0, k);
     }
 }
 
@@ -270,9 +297,9 @@ static inline __attribute__((always_inline)) int32_t scalar_window(
     return acc;
 }
 
-void vmcu_seg_depthwise_conv_2d_s8(const vmcu_depthwise_conv_2d_params_t *p, vmcu_seg_src_t input,
-                                   const int8_t *filter, const int32_t *bias, vmcu_seg_dst_t output,
-                                   int8_t *stage_unit, int8_t *scratch) {
+/* Output rows [row0, row1) (row-major over all batches) with the copied loops on resolved bands. */
+static void rows_seg(const vmcu_depthwise_conv_2d_params_t *p, vmcu_seg_src_t input, const int8_t *filter,
+                     const int32_t *bias, vmcu_seg_dst_t output, int8_t *scratch, int32_t row0, int32_t row1) {
     const int32_t in_h = p->input_shape[1], in_w = p->input_shape[2], in_c = p->input_shape[3];
     const int32_t filter_h = p->filter_shape[1], filter_w = p->filter_shape[2], taps = filter_h * filter_w;
     const int32_t out_w = p->output_shape[2], out_c = p->output_shape[3], row_bytes = out_w * out_c;
@@ -288,7 +315,6 @@ void vmcu_seg_depthwise_conv_2d_s8(const vmcu_depthwise_conv_2d_params_t *p, vmc
     int32_t *const acc = (int32_t *)(wbuf + 2 * taps);  /* four accumulators per pixel of the row */
     int32_t *const zeros = acc + 4 * out_w;              /* the bias of a layer without */
     uint32_t *const gather = (uint32_t *)(zeros + 4);    /* a chunk of a band that straddles the wrap */
-    (void)stage_unit;
     memset(zeros, 0, 4 * sizeof *zeros);
     const uint32_t zp_word = (uint8_t)-p->input_offset * 0x01010101u;  /* four input zero points */
     /* output columns whose windows span three full input columns: [ox_lo, ox_hi) */
@@ -296,62 +322,106 @@ void vmcu_seg_depthwise_conv_2d_s8(const vmcu_depthwise_conv_2d_params_t *p, vmc
     const int32_t last_full = in_w - 3 + p->pad_left;  /* stride_w * ox of the last such column, at most */
     const int32_t ox_hi = vmcu_max_i32(ox_lo,
                                        vmcu_min_i32(out_w, last_full >= 0 ? last_full / stride_w + 1 : 0));
-    int32_t out_row = 0;
-    for (int32_t b = 0; b < p->output_shape[0]; ++b) {
-        for (int32_t oy = 0; oy < p->output_shape[1]; ++oy, out_row += row_bytes) {
-            const int32_t iy0 = oy * p->stride_h - p->pad_top;
-            int32_t fy0, fy1;
-            tap_range(iy0, dil_h, filter_h, in_h, &fy0, &fy1);
-            /* the band of input rows the windows read: [band, band_end), one pointer unless it wraps */
-            const int32_t band = fy1 > fy0 ? (b * in_h + iy0 + fy0 * dil_h) * in_w * in_c : 0;
-            const int32_t band_end = fy1 > fy0 ? band + ((fy1 - fy0 - 1) * dil_h + 1) * in_w * in_c : 0;
-            const int ring = vmcu_seg_straddles(input.split, band, band_end - band);
-            const int8_t *const x_first = vmcu_seg_at(&input, band);
-            for (int32_t c = 0; c < simd_c; c += 4) {
-                for (int32_t t = 0; t < taps; ++t) {
-                    const uint32_t wv = vmcu_load32(filter + t * out_c + c);
-                    wbuf[2 * t] = __sxtb16((int8x4_t)wv);
-                    wbuf[2 * t + 1] = vmcu_sxtb16_ror8(wv);
-                }
-                group_t g;
-                group_init(&g, p, bias, c, taps);
-                const int32_t *bias4 = p->has_bias ? bias + c : zeros;
-                if (ring) {
-                    ring_row(p, &input, band + c, fy0, fy1, wbuf, offset2, bias4, zp_word, gather, acc);
-                } else if (rows3 && fy1 > fy0) {
-                    const int32_t rows = fy1 - fy0;
-                    if (ox_hi > ox_lo) {
-                        pixels3_asm(x_first + (ox_lo * stride_w - p->pad_left) * in_c + c, stride_w * in_c,
-                                    wbuf + 6 * fy0, rows, in_c, x_row, offset2, bias4, acc + 4 * ox_lo,
-                                    ox_hi - ox_lo);
-                    }
-                    for (int32_t ox = 0; ox < out_w; ++ox) {
-                        if (ox >= ox_lo && ox < ox_hi) {  /* done above: skip to the right border */
-                            ox = ox_hi - 1;
-                            continue;
-                        }
-                        border_window3(x_first + c, ox * stride_w - p->pad_left, in_w, in_c, row_stride, rows,
-                                       zp_word, wbuf + 6 * fy0, offset2, bias4, acc + 4 * ox);
-                    }
-                } else {
-                    for (int32_t ox = 0, ix0 = -p->pad_left; ox < out_w; ++ox, ix0 += stride_w) {
-                        int32_t fx0, fx1;
-                        tap_range(ix0, dil_w, filter_w, in_w, &fx0, &fx1);
-                        memcpy(acc + 4 * ox, bias4, 4 * sizeof *acc);
-                        window_any(p, x_first + c, ix0, wbuf, fy0, fy1, fx0, fx1, offset2, acc + 4 * ox);
-                    }
-                }
-                requant_group(&g, acc, out_w, stage + c, out_c);
+    for (int32_t row = row0; row < row1; ++row) {
+        const int32_t b = row / p->output_shape[1], oy = row % p->output_shape[1], out_row = row * row_bytes;
+        const int32_t iy0 = oy * p->stride_h - p->pad_top;
+        int32_t fy0, fy1;
+        tap_range(iy0, dil_h, filter_h, in_h, &fy0, &fy1);
+        /* the band of input rows the windows read: [band, band_end), one pointer unless it wraps */
+        const int32_t band = fy1 > fy0 ? (b * in_h + iy0 + fy0 * dil_h) * in_w * in_c : 0;
+        const int32_t band_end = fy1 > fy0 ? band + ((fy1 - fy0 - 1) * dil_h + 1) * in_w * in_c : 0;
+        const int ring = vmcu_seg_straddles(input.split, band, band_end - band);
+        const int8_t *const x_first = vmcu_seg_at(&input, band);
+        for (int32_t c = 0; c < simd_c; c += 4) {
+            for (int32_t t = 0; t < taps; ++t) {
+                const uint32_t wv = vmcu_load32(filter + t * out_c + c);
+                wbuf[2 * t] = __sxtb16((int8x4_t)wv);
+                wbuf[2 * t + 1] = vmcu_sxtb16_ror8(wv);
             }
-            for (int32_t oc = simd_c; oc < out_c; ++oc) {
+            group_t g;
+            group_init(&g, p, bias, c, taps);
+            const int32_t *bias4 = p->has_bias ? bias + c : zeros;
+            if (ring) {
+                ring_row(p, &input, band + c, fy0, fy1, wbuf, offset2, bias4, zp_word, gather, acc);
+            } else if (rows3 && fy1 > fy0) {
+                const int32_t rows = fy1 - fy0;
+                if (ox_hi > ox_lo) {
+                    pixels3_asm(x_first + (ox_lo * stride_w - p->pad_left) * in_c + c, stride_w * in_c,
+                                wbuf + 6 * fy0, rows, in_c, x_row, offset2, bias4, acc + 4 * ox_lo,
+                                ox_hi - ox_lo);
+                }
+                for (int32_t ox = 0; ox < out_w; ++ox) {
+                    if (ox >= ox_lo && ox < ox_hi) {  /* done above: skip to the right border */
+                        ox = ox_hi - 1;
+                        continue;
+                    }
+                    border_window3(x_first + c, ox * stride_w - p->pad_left, in_w, in_c, row_stride, rows,
+                                   zp_word, wbuf + 6 * fy0, offset2, bias4, acc + 4 * ox);
+                }
+            } else {
                 for (int32_t ox = 0, ix0 = -p->pad_left; ox < out_w; ++ox, ix0 += stride_w) {
-                    int32_t a = p->has_bias ? bias[oc] : 0;
-                    a = ring ? scalar_window(p, filter, a, oc, ix0, fy0, fy1, x_first, &input, band, 1)
-                             : scalar_window(p, filter, a, oc, ix0, fy0, fy1, x_first, &input, band, 0);
-                    vmcu_requant_block(&r, &a, oc, 1, stage + ox * out_c + oc, NULL);
+                    int32_t fx0, fx1;
+                    tap_range(ix0, dil_w, filter_w, in_w, &fx0, &fx1);
+                    memcpy(acc + 4 * ox, bias4, 4 * sizeof *acc);
+                    window_any(p, x_first + c, ix0, wbuf, fy0, fy1, fx0, fx1, offset2, acc + 4 * ox);
                 }
             }
-            vmcu_seg_write(&output, out_row, stage, row_bytes);
+            requant_group(&g, acc, out_w, stage + c, out_c);
+        }
+        for (int32_t oc = simd_c; oc < out_c; ++oc) {
+            for (int32_t ox = 0, ix0 = -p->pad_left; ox < out_w; ++ox, ix0 += stride_w) {
+                int32_t a = p->has_bias ? bias[oc] : 0;
+                a = ring ? scalar_window(p, filter, a, oc, ix0, fy0, fy1, x_first, &input, band, 1)
+                         : scalar_window(p, filter, a, oc, ix0, fy0, fy1, x_first, &input, band, 0);
+                vmcu_requant_block(&r, &a, oc, 1, stage + ox * out_c + oc, NULL);
+            }
+        }
+        vmcu_seg_write(&output, out_row, stage, row_bytes);
+    }
+}
+
+void vmcu_seg_depthwise_conv_2d_s8(const vmcu_depthwise_conv_2d_params_t *p, vmcu_seg_src_t input,
+                                   const int8_t *filter, const int32_t *bias, vmcu_seg_dst_t output,
+                                   int8_t *stage, int8_t *scratch) {
+    if (vmcu_seg_contiguous(input.split, vmcu_seg_nhwc_bytes(p->input_shape)) &&
+        vmcu_seg_contiguous(output.split, vmcu_seg_nhwc_bytes(p->output_shape))) {
+        vmcu_depthwise_conv_2d_s8(p, input.head, filter, bias, output.head, scratch);  /* nothing wraps */
+        return;
+    }
+    /* Output rows in order, per image: maximal runs of rows whose input band and output rows straddle
+     * neither wrap are sub-images for the tensor kernel (input rows [r0, r1), padding adjusted); a row
+     * that straddles one goes to the copy. */
+    const vmcu_seg_rows_t g = {p->input_shape[1], p->input_shape[2] * p->input_shape[3], p->output_shape[1],
+                               p->output_shape[2] * p->output_shape[3], p->stride_h, p->pad_top,
+                               (p->filter_shape[1] - 1) * p->dilation_h + 1};
+    vmcu_depthwise_conv_2d_params_t q = *p;
+    for (int32_t b = 0; b < p->output_shape[0]; ++b) {
+        for (int32_t oy0 = 0; oy0 < g.out_h;) {
+            int32_t r0, r1;
+            int32_t oy1 = vmcu_seg_flat_rows(&g, &input, &output, b, oy0, &r0, &r1);
+            const int32_t row = b * g.out_h + oy0;
+            int8_t *out = vmcu_seg_dst_at(&output, row * g.row_out);
+            if (oy1 == oy0) {  /* row oy0 straddles a wrap */
+                r1 = vmcu_clamp_i32(oy0 * p->stride_h - p->pad_top + g.reach, r0, g.in_h);
+                if (!stage || vmcu_seg_straddles(input.split, (b * g.in_h + r0) * g.row_in, (r1 - r0) * g.row_in)) {
+                    rows_seg(p, input, filter, bias, output, scratch, row, row + 1);
+                    oy0 += 1;
+                    continue;
+                }
+                oy1 = oy0 + 1;  /* only its output does: the tensor kernel into `stage`, then stored */
+                out = stage;
+            }
+            q.input_shape[0] = q.output_shape[0] = 1;
+            q.input_shape[1] = r1 - r0;
+            q.output_shape[1] = oy1 - oy0;
+            q.pad_top = r0 - (oy0 * p->stride_h - p->pad_top);
+            q.pad_bottom = vmcu_max_i32(0, (oy1 - 1) * p->stride_h - p->pad_top + g.reach - r1);
+            vmcu_depthwise_conv_2d_s8(&q, vmcu_seg_at(&input, (b * g.in_h + r0) * g.row_in), filter, bias, out,
+                                      scratch);
+            if (out == stage) {
+                vmcu_seg_write(&output, row * g.row_out, stage, g.row_out);
+            }
+            oy0 = oy1;
         }
     }
 }

@@ -44,6 +44,12 @@ static binary_walk_t binary_walk(const int32_t *shape1, const int32_t *shape2, c
     return w;
 }
 
+/* The longest run of at most n elements from offset e of a unary op's input and output in which neither
+ * wraps. */
+static inline int32_t run2(const vmcu_seg_src_t *in, const vmcu_seg_dst_t *out, int32_t e, int32_t n) {
+    return vmcu_min_i32(n, vmcu_min_i32(vmcu_seg_run(in->split, e), vmcu_seg_run(out->split, e)));
+}
+
 /* The longest run of at most n elements from these offsets in which no tensor wraps. */
 static inline int32_t run3(const vmcu_seg_src_t *a, int32_t oa, int32_t ia, const vmcu_seg_src_t *b, int32_t ob,
                            int32_t ib, const vmcu_seg_dst_t *y, int32_t oy, int32_t n) {
@@ -62,8 +68,14 @@ void vmcu_seg_add_s8(const vmcu_add_params_t *p, vmcu_seg_src_t input1, vmcu_seg
             const int32_t k = run3(&input1, oa, w.i1, &input2, ob, w.i2, &output, oy, n);
             const int8_t *a = vmcu_seg_at(&input1, oa), *b = vmcu_seg_at(&input2, ob);
             int8_t *y = vmcu_seg_dst_at(&output, oy);
-            for (int32_t i = 0; i < k; ++i) {
-                y[i] = add_one(p, a[i * w.i1], b[i * w.i2]);
+            if (w.i1 && w.i2) {
+                for (int32_t i = 0; i < k; ++i) {
+                    y[i] = add_one(p, a[i], b[i]);
+                }
+            } else {
+                for (int32_t i = 0; i < k; ++i) {
+                    y[i] = add_one(p, a[i * w.i1], b[i * w.i2]);
+                }
             }
             oa += k * w.i1;
             ob += k * w.i2;
@@ -84,8 +96,14 @@ void vmcu_seg_mul_s8(const vmcu_mul_params_t *p, vmcu_seg_src_t input1, vmcu_seg
             const int32_t k = run3(&input1, oa, w.i1, &input2, ob, w.i2, &output, oy, n);
             const int8_t *a = vmcu_seg_at(&input1, oa), *b = vmcu_seg_at(&input2, ob);
             int8_t *y = vmcu_seg_dst_at(&output, oy);
-            for (int32_t i = 0; i < k; ++i) {
-                y[i] = mul_one(p, a[i * w.i1], b[i * w.i2]);
+            if (w.i1 && w.i2) {
+                for (int32_t i = 0; i < k; ++i) {
+                    y[i] = mul_one(p, a[i], b[i]);
+                }
+            } else {
+                for (int32_t i = 0; i < k; ++i) {
+                    y[i] = mul_one(p, a[i * w.i1], b[i * w.i2]);
+                }
             }
             oa += k * w.i1;
             ob += k * w.i2;
@@ -98,7 +116,7 @@ void vmcu_seg_mul_s8(const vmcu_mul_params_t *p, vmcu_seg_src_t input1, vmcu_seg
 
 void vmcu_seg_logistic_s8(const vmcu_logistic_params_t *p, vmcu_seg_src_t input, vmcu_seg_dst_t output) {
     for (int32_t e = 0; e < p->size;) {
-        const int32_t k = run3(&input, e, 1, &input, e, 0, &output, e, p->size - e);
+        const int32_t k = run2(&input, &output, e, p->size - e);
         const int8_t *in = vmcu_seg_at(&input, e);
         int8_t *out = vmcu_seg_dst_at(&output, e);
         for (int32_t i = 0; i < k; ++i) {
@@ -120,7 +138,7 @@ void vmcu_seg_logistic_s8(const vmcu_logistic_params_t *p, vmcu_seg_src_t input,
 
 void vmcu_seg_quantize_s8(const vmcu_quantize_params_t *p, vmcu_seg_src_t input, vmcu_seg_dst_t output) {
     for (int32_t e = 0; e < p->size;) {
-        const int32_t k = run3(&input, e, 1, &input, e, 0, &output, e, p->size - e);
+        const int32_t k = run2(&input, &output, e, p->size - e);
         const int8_t *in = vmcu_seg_at(&input, e);
         int8_t *out = vmcu_seg_dst_at(&output, e);
         for (int32_t i = 0; i < k; ++i) {
@@ -176,12 +194,18 @@ void vmcu_seg_quantize_f32_s8(const vmcu_quantize_params_t *p, vmcu_seg_src_t in
 void vmcu_seg_dequantize_s8(const vmcu_dequantize_params_t *p, vmcu_seg_src_t input, vmcu_seg_dst_t output,
                             int8_t *stage) {
     for (int32_t r = 0; r < p->size; r += p->depth) {
+        const int8_t *x = vmcu_seg_straddles(input.split, r, p->depth) ? NULL : vmcu_seg_at(&input, r);
+        int8_t *y = stage;
+        if (!stage && !vmcu_seg_straddles(output.split, 4 * r, 4 * p->depth)) {
+            y = vmcu_seg_dst_at(&output, 4 * r);
+        }
         for (int32_t i = 0; i < p->depth; ++i) {
-            const float y = (float)(p->scale * (double)(*vmcu_seg_at(&input, r + i) - p->zero_point));
-            if (stage) {
-                memcpy(stage + 4 * i, &y, sizeof y);
+            const int32_t q = x ? x[i] : *vmcu_seg_at(&input, r + i);
+            const float v = (float)(p->scale * (double)(q - p->zero_point));
+            if (y) {
+                memcpy(y + 4 * i, &v, sizeof v);
             } else {
-                vmcu_seg_write(&output, 4 * (r + i), (const int8_t *)&y, 4);
+                vmcu_seg_write(&output, 4 * (r + i), (const int8_t *)&v, 4);
             }
         }
         if (stage) {

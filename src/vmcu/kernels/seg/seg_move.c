@@ -1,6 +1,7 @@
 /* Data movement on the circular pool: RESHAPE copies front to back in runs that do not wrap (its output
- * may start the plan's gap before its input); TRANSPOSE resolves each element (its output never overlaps
- * its input); CONCATENATION copies blocks in runs, as ref/concatenation.c does. vmcu_seg_rotate turns the
+ * may start the plan's gap before its input); TRANSPOSE resolves each output row and the input elements
+ * it gathers once (element by element where either straddles the wrap; its output never overlaps its
+ * input); CONCATENATION copies blocks in runs, as ref/concatenation.c does. vmcu_seg_rotate turns the
  * whole pool by three in-place reversals. */
 #include "vmcu_nd.h"
 #include "vmcu_seg.h"
@@ -21,10 +22,19 @@ void vmcu_seg_transpose_s8(const vmcu_transpose_params_t *p, vmcu_seg_src_t inpu
     int32_t out_strides[VMCU_MAX_DIMS];
     const int32_t rows = vmcu_nd_strides(p->output_shape, 0, out_strides) / inner;
     int32_t idx[VMCU_MAX_DIMS] = {0};
-    for (int32_t r = 0, o = 0; r < rows; ++r) {
+    for (int32_t r = 0, o = 0; r < rows; ++r, o += inner) {
         const int32_t src = vmcu_nd_offset(idx, strides);
-        for (int32_t i = 0; i < inner; ++i, ++o) {
-            *vmcu_seg_dst_at(&output, o) = *vmcu_seg_at(&input, src + i * step);
+        if (vmcu_seg_straddles(input.split, src, (inner - 1) * step + 1) ||
+            vmcu_seg_straddles(output.split, o, inner)) {
+            for (int32_t i = 0; i < inner; ++i) {
+                *vmcu_seg_dst_at(&output, o + i) = *vmcu_seg_at(&input, src + i * step);
+            }
+        } else {
+            const int8_t *x = vmcu_seg_at(&input, src);
+            int8_t *y = vmcu_seg_dst_at(&output, o);
+            for (int32_t i = 0; i < inner; ++i) {
+                y[i] = x[i * step];
+            }
         }
         vmcu_nd_next(idx, p->output_shape, 1);
     }

@@ -1,7 +1,8 @@
 /* Row ops on the circular pool, portable (same arithmetic as ref/softmax.c, mean.c, pad.c): each row of
  * the output's last axis is built in `stage` from the input it depends on, then stored with at most one
  * split. SOFTMAX resolves each input row once (through `scratch` when the row straddles the wrap); MEAN
- * reads strided elements, each resolved on its own; PAD copies an input row in one or two parts. */
+ * resolves the span of each output's reduced elements once (each element on its own in the spans that
+ * straddle the wrap); PAD copies an input row in one or two parts. */
 #include "vmcu_fixedpoint.h"
 #include "vmcu_nd.h"
 #include "vmcu_seg.h"
@@ -90,14 +91,20 @@ void vmcu_seg_mean_s8(const vmcu_mean_params_t *p, vmcu_seg_src_t input, vmcu_se
     for (int32_t d = 0; d < VMCU_MAX_DIMS; ++d) {
         outputs *= kept[d];
     }
+    int32_t span = 1;  /* bytes from an output's first reduced element to its last, inclusive */
+    for (int32_t d = 0; d < VMCU_MAX_DIMS; ++d) {
+        span += (reduced[d] - 1) * strides[d];
+    }
     const int32_t row = p->output_shape[VMCU_MAX_DIMS - 1];
     int32_t out_idx[VMCU_MAX_DIMS] = {0};
     for (int32_t o = 0; o < outputs; ++o) {
         const int32_t base = vmcu_nd_offset(out_idx, strides);
+        const int8_t *x = vmcu_seg_straddles(input.split, base, span) ? NULL : vmcu_seg_at(&input, base);
         int32_t red_idx[VMCU_MAX_DIMS] = {0};
         int32_t sum = 0;
         for (int32_t r = 0; r < p->num_elements; ++r) {
-            sum += *vmcu_seg_at(&input, base + vmcu_nd_offset(red_idx, strides));
+            const int32_t off = vmcu_nd_offset(red_idx, strides);
+            sum += x ? x[off] : *vmcu_seg_at(&input, base + off);
             vmcu_nd_next(red_idx, reduced, 0);
         }
         const int32_t shifted = sum - p->input_zero_point * p->num_elements;
