@@ -16,7 +16,7 @@ from vmcu.plan.segment import SegmentStep
 FUSED_ARGS = ("view:0", "ptr:1", "ptr:2", "ptr:3", "ptr:4", "ptr:5", "ptr:6", "output", "stage", "scratch")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FusedSegBinding(SegBinding):
     """A SegBinding whose definition is the fused struct plus the structs of its sub-ops."""
 
