@@ -140,7 +140,6 @@ def random_blocks(draw: st.DrawFn) -> Graph:
     d = b.depthwise_conv2d(e, k, stride=strides[1], padding=padding, activation="NONE")
     b.conv2d(d, draw(st.integers(1, 12)), 1, stride=strides[2], activation="NONE")
     graph = b.build("random_block")
-    assume(graph.tensors[graph.outputs[0]].size >= 4)  # fewer values: the builder's calibration degenerates
     return graph
 
 

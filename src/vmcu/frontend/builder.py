@@ -20,6 +20,8 @@ ACTIVATION_RANGES: dict[str, tuple[float, float] | None] = {
     "NONE": None, "RELU": None, "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0),
 }
 MIN_POSITIONS_PER_CHANNEL = 16  # fewer calibration values per channel: normalise over the whole layer
+MIN_RANGE = 1e-2  # narrowest activation range: a near-constant tensor would otherwise need a multiplier > 2^30
+MIN_SPREAD = 1e-3  # a channel whose calibration output is (nearly) constant is not scaled up without bound
 SOFTMAX_QUANT = Quant((1.0 / 256.0,), (-128,))  # the int8 output quantization TFLite requires of SOFTMAX
 
 
@@ -84,7 +86,7 @@ def _range_quant(y: np.ndarray, activation: str = "NONE") -> Quant:
     """Per-tensor int8 quantization covering the observed range (the fixed range of a bounded activation)."""
     bounds = ACTIVATION_RANGES[activation]
     lo, hi = bounds if bounds is not None else (min(float(y.min()), 0.0), max(float(y.max()), 0.0))
-    hi = max(hi, lo + 1e-6)
+    hi = max(hi, lo + MIN_RANGE)
     scale = _f32((hi - lo) / 255.0)
     zero_point = int(np.clip(np.round(-128.0 - lo / scale), -128, 127))
     return Quant((scale,), (zero_point,))
@@ -165,16 +167,17 @@ class GraphBuilder:
         channels = z.shape[-1]
         if z.size // channels >= MIN_POSITIONS_PER_CHANNEL:
             axes = tuple(range(z.ndim - 1))
-            mean, std = z.mean(axis=axes), z.std(axis=axes)
+            mean, std, rms = z.mean(axis=axes), z.std(axis=axes), np.sqrt(np.mean(np.square(z), axis=axes))
         else:
             mean, std = np.full(channels, z.mean()), np.full(channels, z.std())
+            rms = np.full(channels, np.sqrt(np.mean(np.square(z))))
         if activation in ("RELU", "RELU6"):
             gamma = self._rng.uniform(0.5, 2.0, channels)
             beta = self._rng.uniform(0.0, 1.5, channels)
         else:
             gamma = self._rng.uniform(0.5, 1.5, channels)
             beta = self._rng.normal(0.0, 0.25, channels)
-        gain = gamma / np.maximum(std, 1e-6)
+        gain = gamma / np.maximum(std, np.maximum(0.1 * rms, MIN_SPREAD))
         return gain.astype(np.float32), (beta - mean * gain).astype(np.float32)
 
     def _weighted(self, kind: str, name: str | None, x: int, z: np.ndarray, w: np.ndarray, w_axis: int,
