@@ -22,13 +22,14 @@ from vmcu.plan.tensor import min_peak_order, plan_tensors
 
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 
-# model: (layer peak = op_io_bound, MODELS.md; TFLM head, MODELS.md; measured "tensor" peak)
+# model: (layer peak = op_io_bound, MODELS.md; TFLM head, MODELS.md; measured "tensor" peak, which in-place
+# convolutions can take below the layer peak)
 SUPPORTED = {
     "mlperftiny__ad01_int8": (768, 768, 768),
     "mlperftiny__ic_pretrainedResnet_large_int8": (122_880, 122_880, 122_880),
     "mlperftiny__ic_resnet8_pretrainedResnet_quant": (49_152, 49_152, 49_152),
-    "mlperftiny__kws_ref_model": (16_000, 16_000, 16_000),
-    "mlperftiny__str_ww_ref_model": (6_656, 6_656, 6_656),
+    "mlperftiny__kws_ref_model": (16_000, 16_000, 8_492),  # in-place pointwise convs (64 -> 64 channels)
+    "mlperftiny__str_ww_ref_model": (6_656, 6_656, 4_704),
     "mlperftiny__vww_96_int8": (55_296, 73_728, 55_296),
     "tflm__hello_world_int8": (32, 32, 32),
     "tflm__micro_speech_quantized": (5_960, 5_968, 5_960),
@@ -70,8 +71,8 @@ def test_tensor_strategy_peak(name: str) -> None:
     assert plan.alignment == 4
     assert op_io_bound(graph) == bound
     if name in SUPPORTED:
-        assert plan.peak_bytes <= head
-        assert plan.peak_bytes == plan.lower_bound_bytes == bound
+        assert plan.peak_bytes <= min(head, bound)
+        assert plan.peak_bytes == -(-plan.lower_bound_bytes // 4) * 4  # the bound with its aliases, aligned
 
 
 def _tflm_scratch_bytes(graph: Graph, op: Op) -> list[int]:
@@ -185,7 +186,8 @@ def test_checker_rejects_one_byte_overlap() -> None:
                                    + p.placements[1:]), "placed for steps 0..2"),
     (lambda p: dataclasses.replace(p, peak_bytes=40), "outside the arena"),
     (lambda p: dataclasses.replace(p, lower_bound_bytes=40), "claims lower bound 40"),
-    (lambda p: dataclasses.replace(p, aliases=((2, 1),)), "is not a RESHAPE"),
+    (lambda p: dataclasses.replace(p, aliases=((3, 1),)), "is not a RESHAPE"),
+    (lambda p: dataclasses.replace(p, aliases=((2, 1),)), "in-place conv op 1 needs a 1x1 stride-1 filter"),
 ])
 def test_checker_rejects_broken_plans(corrupt: Callable[[MemoryPlan], MemoryPlan], needle: str) -> None:
     graph, plan = chain_plan()
@@ -197,7 +199,7 @@ def test_checker_rejects_broken_plans(corrupt: Callable[[MemoryPlan], MemoryPlan
 def test_checker_rejects_alias_of_a_live_input() -> None:
     graph = make_graph([8, 8, 8], [("RESHAPE", (0,), (1,)), ("ADD", (0, 1), (2,))], (0,), (2,))
     plan = plan_tensors(graph)
-    assert plan.aliases == ()
+    assert plan.aliases == ((2, 0),)  # the ADD stores over its dying operand
     at = plan.placement(0).offset
     placements = tuple(dataclasses.replace(p, offset=at) if p.tensor == 1 else p for p in plan.placements)
     bad = dataclasses.replace(plan, placements=placements, aliases=((1, 0),),

@@ -24,8 +24,10 @@ from vmcu.frontend.models import (
     pointwise_layer,
 )
 from vmcu.ir.graph import Graph
+from vmcu.plan.check import check_tensor_plan
 from vmcu.plan.segment import plan_segments
 from vmcu.plan.segment_check import check_segment_plan
+from vmcu.plan.tensor import TINYENGINE_INPLACE, plan_tensors
 from vmcu.reference.executor import random_inputs
 from vmcu.report.text import fmt_bytes, format_table
 from vmcu.run.toolchain import arm_toolchain_missing
@@ -70,7 +72,8 @@ def _instructions(graph: Graph, strategy: str, work: Path) -> tuple[int | None, 
 def measure_case(case: str, graph: Graph, paper_te: float | None, paper_vm: float | None,
                  instructions: bool) -> dict[str, Any]:
     """One row: exact bytes of every plan (each checked), the paper's figures and, optionally, instructions."""
-    tensor = driver.plan_memory(graph, "tensor")
+    tensor = plan_tensors(graph, inplace=TINYENGINE_INPLACE)
+    check_tensor_plan(graph, tensor)
     unfused = driver.plan_memory(graph, "segment")
     fused = plan_segments(graph, fuse="auto")
     check_segment_plan(graph, fused)

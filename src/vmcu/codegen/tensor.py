@@ -13,7 +13,8 @@ from vmcu.plan.tensor import inplace_ops
 
 def tensor_body(graph: Graph, plan: MemoryPlan, variant: str) -> Body:
     """Kernel calls in the plan's order; an aliased RESHAPE output needs no call at all, an aliased
-    depthwise conv calls the in-place kernel on the bytes it shares with its input."""
+    depthwise conv calls the in-place kernel on the bytes it shares with its input, and an aliased
+    pointwise conv or ADD the ordinary kernel with its output at its input's offset."""
     offsets = plan.offsets()
     aliases = dict(plan.aliases)
     inplace = inplace_ops(graph, plan)
@@ -23,7 +24,7 @@ def tensor_body(graph: Graph, plan: MemoryPlan, variant: str) -> Body:
         if i in inplace:
             assert isinstance(params, DepthwiseConv2DParams)
             bindings[i] = inplace_depthwise_binding(params)
-        elif graph.ops[i].outputs[0] not in aliases:
+        elif graph.ops[i].type != "RESHAPE" or graph.ops[i].outputs[0] not in aliases:
             bindings[i] = kernel_binding(graph.ops[i].type, params, variant)
     scratch = max((b.scratch_bytes for b in bindings.values()), default=0)
     constants = ConstTable()

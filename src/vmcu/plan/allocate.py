@@ -40,26 +40,37 @@ def conflicts(buffers: Sequence[Buffer]) -> list[list[int]]:
 
 
 def first_fit(buffers: Sequence[Buffer], sequence: Sequence[int], clash: Sequence[Sequence[int]],
-              placed: Sequence[int] | None = None, start: int = 0) -> list[int]:
+              placed: Sequence[int] | None = None, start: int = 0,
+              groups: Sequence[Sequence[int]] | None = None) -> list[int]:
     """Place buffers in `sequence` order, each at the lowest offset clear of placed conflicting buffers.
 
-    With `placed` (offsets of an earlier run) and `start`, the first `start` buffers of the sequence keep
-    their offsets: a buffer's offset depends only on those before it, so a search that changes the
-    sequence from position `start` on need not redo the prefix.
+    With `groups`, `sequence` orders groups of buffers that must share one offset (an in-place op's input
+    and output): the group goes to the lowest offset where each member is clear of the placed buffers it
+    conflicts with, members never clashing with each other. With `placed` (offsets of an earlier run) and
+    `start`, the first `start` entries of the sequence keep their offsets: an offset depends only on the
+    entries before it, so a search that changes the sequence from position `start` on need not redo the
+    prefix.
     """
+    members = groups if groups is not None else [(i,) for i in range(len(buffers))]
     offsets = [-1] * len(buffers)
     if placed is not None:
-        for i in sequence[:start]:
-            offsets[i] = placed[i]
-    for i in sequence[start:]:
-        size = buffers[i].size
-        taken = sorted((offsets[j], offsets[j] + buffers[j].size) for j in clash[i] if offsets[j] >= 0)
+        for g in sequence[:start]:
+            for i in members[g]:
+                offsets[i] = placed[i]
+    for g in sequence[start:]:
+        group = members[g]
+        takens = [sorted((offsets[j], offsets[j] + buffers[j].size) for j in clash[i] if offsets[j] >= 0)
+                  for i in group]
         candidate = 0
-        for lo, hi in taken:
-            if lo - candidate >= size:
-                break
-            candidate = max(candidate, hi)
-        offsets[i] = candidate
+        moved = True
+        while moved:
+            moved = False
+            for i, taken in zip(group, takens, strict=True):
+                for lo, hi in taken:
+                    if lo < candidate + buffers[i].size and candidate < hi:
+                        candidate, moved = hi, True
+        for i in group:
+            offsets[i] = candidate
     return offsets
 
 
@@ -91,27 +102,35 @@ _SEEDS: tuple[Callable[[Buffer, int], tuple[int, ...]], ...] = (
 )
 
 
-def search_placement(buffers: Sequence[Buffer], *, target: int, seed: int = 0,
-                     work: int = SEARCH_WORK) -> list[int]:
+def search_placement(buffers: Sequence[Buffer], *, target: int, seed: int = 0, work: int = SEARCH_WORK,
+                     groups: Sequence[Sequence[int]] | None = None) -> list[int]:
     """Offsets with the smallest peak found by hill climbing over first-fit orders.
 
-    Starts from the best of the greedy orders in `_SEEDS`, then repeatedly moves one buffer to another
+    Starts from the best of the greedy orders in `_SEEDS`, then repeatedly moves one entry to another
     position in the order and keeps the move unless the peak, or at equal peak the number of buffers
     reaching it, grows (sideways moves cross plateaus). Stops at `target` (a lower bound: nothing better
     exists) or once about `work` conflict-list entries have been scanned, so time stays bounded on dense
-    graphs; the seeded generator makes the result deterministic.
+    graphs; the seeded generator makes the result deterministic. With `groups` (see `first_fit`) the
+    order is over groups, and the members of a group share an offset.
     """
-    n = len(buffers)
-    clash = conflicts(buffers)
+    members = groups if groups is not None else [(i,) for i in range(len(buffers))]
+    n = len(members)
+    inside = {i: g for g, group in enumerate(members) for i in group}
+    clash = [[j for j in others if inside[j] != inside[i]] for i, others in enumerate(conflicts(buffers))]
     rng = random.Random(seed)
-    evaluations = max(MIN_EVALUATIONS, min(MAX_EVALUATIONS, work // (n + sum(map(len, clash)) or 1)))
+    evaluations = max(MIN_EVALUATIONS, min(MAX_EVALUATIONS, work // (len(buffers) + sum(map(len, clash)) or 1)))
+    keys = [Buffer(max(buffers[i].size for i in group), min(buffers[i].first for i in group),
+                   max(buffers[i].last for i in group)) for group in members]
 
     def score(offsets: list[int]) -> tuple[int, int]:
         top = peak(buffers, offsets)
         return top, sum(1 for o, b in zip(offsets, buffers, strict=True) if o + b.size == top)
 
-    starts = [sorted(range(n), key=lambda i, key=key: key(buffers[i], i)) for key in _SEEDS]
-    runs = [(first_fit(buffers, s, clash), s) for s in starts]
+    def place(sequence: list[int], placed: list[int] | None = None, start: int = 0) -> list[int]:
+        return first_fit(buffers, sequence, clash, placed, start, members)
+
+    starts = [sorted(range(n), key=lambda g, key=key: key(keys[g], g)) for key in _SEEDS]
+    runs = [(place(s), s) for s in starts]
     current_offsets, current_seq = min(runs, key=lambda run: score(run[0]))
     current = score(current_offsets)
     best_peak, best_offsets = current[0], current_offsets
@@ -121,7 +140,7 @@ def search_placement(buffers: Sequence[Buffer], *, target: int, seed: int = 0,
         i, j = rng.randrange(n), rng.randrange(n)
         sequence = list(current_seq)
         sequence.insert(j, sequence.pop(i))
-        offsets = first_fit(buffers, sequence, clash, current_offsets, min(i, j))
+        offsets = place(sequence, current_offsets, min(i, j))
         value = score(offsets)
         if value <= current:
             current_seq, current_offsets, current = sequence, offsets, value

@@ -102,15 +102,17 @@ def _check_placements(graph: Graph, plan: MemoryPlan, spans: dict[int, tuple[int
 
 def _check_aliases(graph: Graph, plan: MemoryPlan, spans: dict[int, tuple[int, int]],
                    by_tensor: dict[int, Placement], where: str) -> set[frozenset[int]]:
-    """Each alias must be a RESHAPE (same bytes) or an in-place depthwise conv (output at the input's
-    offset, depth multiplier 1, no more bytes than the input) whose input dies at it."""
+    """Each alias must be a RESHAPE (same bytes), an in-place depthwise conv (output at the input's
+    offset, depth multiplier 1, no more bytes than the input), an in-place pointwise conv (see
+    `_check_inplace_pointwise`) or an element-wise ADD over one operand, whose input dies at it."""
     allowed = set()
     for out, src in plan.aliases:
-        steps = [s for s, i in enumerate(plan.order) if graph.ops[i].type in ("RESHAPE", "DEPTHWISE_CONV_2D")
-                 and graph.ops[i].inputs[:1] == (src,) and graph.ops[i].outputs == (out,)]
+        steps = [s for s, i in enumerate(plan.order) if graph.ops[i].outputs == (out,) and (
+                 graph.ops[i].type in ("RESHAPE", "DEPTHWISE_CONV_2D", "CONV_2D") and graph.ops[i].inputs[:1] == (src,)
+                 or graph.ops[i].type == "ADD" and src in graph.ops[i].inputs)]
         if not steps or out not in by_tensor or src not in by_tensor:
             raise PlanError(f"{where}: alias of tensor {out} onto tensor {src} is not a RESHAPE or an in-place "
-                            "DEPTHWISE_CONV_2D of planned tensors")
+                            "DEPTHWISE_CONV_2D, CONV_2D or ADD of planned tensors")
         op = graph.ops[plan.order[steps[0]]]
         if spans[src][1] != steps[0] or src in graph.outputs:
             raise PlanError(f"{where}: alias {_name(graph, out)} onto {_name(graph, src)}: the input is "
@@ -121,8 +123,30 @@ def _check_aliases(graph: Graph, plan: MemoryPlan, spans: dict[int, tuple[int, i
                             f"{_name(graph, src)} [{s.offset}, {s.end})")
         if op.type == "DEPTHWISE_CONV_2D":
             _check_inplace_depthwise(graph, op, o, s, where)
+        if op.type == "CONV_2D":
+            _check_inplace_pointwise(graph, op, o, s, where)
+        if op.type == "ADD":
+            _check_inplace_add(graph, op, o, s, where)
         allowed.add(frozenset((out, src)))
     return allowed
+
+
+def _check_inplace_pointwise(graph: Graph, op: Op, o: Placement, s: Placement, where: str) -> None:
+    """A conv may store over its input only if output pixel t reads input pixel t alone (1x1 filter, stride
+    1, same pixels) and lands on input pixels <= t (no more output than input channels, same base): the
+    kernels read a block of pixels before storing it, so nothing unread is overwritten."""
+    a, b = graph.tensors[s.tensor], graph.tensors[o.tensor]
+    f = graph.tensors[op.inputs[1]] if len(op.inputs) > 1 else None
+    strides = (op.options.get("stride_h", 1), op.options.get("stride_w", 1))
+    pointwise = (f is not None and len(f.shape) == len(a.shape) == len(b.shape) == 4 and f.shape[1] == f.shape[2] == 1
+                 and strides == (1, 1) and a.shape[:3] == b.shape[:3] and op.inputs.count(s.tensor) == 1)
+    if not pointwise or b.shape[3] > a.shape[3]:
+        raise PlanError(f"{where}: in-place conv op {op.index} needs a 1x1 stride-1 filter over the same pixels "
+                        f"and no more output channels, but maps {_name(graph, s.tensor)} {list(a.shape)} to "
+                        f"{_name(graph, o.tensor)} {list(b.shape)}")
+    if o.offset != s.offset or o.end > s.end:
+        raise PlanError(f"{where}: in-place conv op {op.index}: {_name(graph, o.tensor)} [{o.offset}, "
+                        f"{o.end}) must start at and fit in {_name(graph, s.tensor)} [{s.offset}, {s.end})")
 
 
 def _check_inplace_depthwise(graph: Graph, op: Op, o: Placement, s: Placement, where: str) -> None:
@@ -136,6 +160,20 @@ def _check_inplace_depthwise(graph: Graph, op: Op, o: Placement, s: Placement, w
     if o.offset != s.offset or b.nbytes > a.nbytes or o.end > s.end:
         raise PlanError(f"{where}: in-place depthwise op {op.index}: {_name(graph, o.tensor)} [{o.offset}, "
                         f"{o.end}) must start at and fit in {_name(graph, s.tensor)} [{s.offset}, {s.end})")
+
+
+def _check_inplace_add(graph: Graph, op: Op, o: Placement, s: Placement, where: str) -> None:
+    """An ADD may store element i over operand element i (read just before): only without broadcast, on
+    int8, with the operand read once, at the operand's very bytes."""
+    a, b = graph.tensors[s.tensor], graph.tensors[o.tensor]
+    shapes = {tuple(graph.tensors[t].shape) for t in op.inputs}
+    if len(op.inputs) != 2 or shapes != {tuple(b.shape)} or op.inputs.count(s.tensor) != 1 or a.dtype != b.dtype:
+        raise PlanError(f"{where}: in-place ADD op {op.index} needs two distinct operands of the output's shape "
+                        f"and type, but maps {_name(graph, s.tensor)} {list(a.shape)} to "
+                        f"{_name(graph, o.tensor)} {list(b.shape)}")
+    if (o.offset, o.size_bytes) != (s.offset, s.size_bytes):
+        raise PlanError(f"{where}: in-place ADD op {op.index}: {_name(graph, o.tensor)} [{o.offset}, {o.end}) "
+                        f"does not sit on {_name(graph, s.tensor)} [{s.offset}, {s.end})")
 
 
 def _check_overlaps(graph: Graph, plan: MemoryPlan, allowed: set[frozenset[int]], where: str) -> None:
