@@ -97,12 +97,13 @@ def _tflm_offsets_plan(graph: Graph) -> MemoryPlan:
 
 
 def _order_candidates(graph: Graph, order: tuple[int, ...], ops: Collection[str]) -> list[MemoryPlan]:
-    """Plans of one order: without in-place convolutions, with every legal one, and with only those needed
-    (at the steps too full for the bound with every one, or for the plan with every one).
+    """Plans of one order: without in-place ops, with every legal one, and with the free ones (pointwise
+    conv, ADD: their ordinary kernels) plus only the in-place depthwise convs needed (at the steps too full
+    for the bound with every alias, or for the plan with every alias).
 
     An aliased output must start at its input's offset, which constrains the placement of everything
-    around the pair: aliasing is only sure to pay where its step is too full otherwise, hence the
-    candidates.
+    around the pair, and the in-place depthwise kernel is portable C, several times slower than the DSP
+    one: it is only worth it where its step is too full otherwise, hence the candidates.
     """
     lifetimes = compute_lifetimes(graph, order)
     reshapes = reshape_aliases(graph, order, lifetimes)
@@ -112,11 +113,14 @@ def _order_candidates(graph: Graph, order: tuple[int, ...], ops: Collection[str]
     if not inplace or bound >= base.peak_bytes:
         return [base]
     full = _searched_plan(graph, order, lifetimes, reshapes + inplace)
-    live = live_bytes(graph, order, reshapes)
-    subsets = dict.fromkeys(tuple(a for a in inplace if live[lifetimes[a[1]].last] > target)
+    producers = graph.producers()
+    depthwise = {out for out, _ in inplace if graph.ops[producers[out]].type == "DEPTHWISE_CONV_2D"}
+    free = tuple(a for a in inplace if a[0] not in depthwise)
+    live = live_bytes(graph, order, reshapes + free)
+    subsets = dict.fromkeys(tuple(a for a in inplace if a[0] not in depthwise or live[lifetimes[a[1]].last] > target)
                             for target in (bound, full.peak_bytes))
-    return [base, full] + [_searched_plan(graph, order, lifetimes, reshapes + needed)
-                           for needed in subsets if needed and needed != inplace]
+    return [base, full] + [_searched_plan(graph, order, lifetimes, reshapes + chosen)
+                           for chosen in subsets if chosen and chosen != inplace]
 
 
 def _searched_plan(graph: Graph, order: tuple[int, ...], lifetimes: dict[int, Lifetime],
