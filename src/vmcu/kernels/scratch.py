@@ -42,23 +42,31 @@ def scratch_bytes(op_type: str, params: P.OpParams, variant: str = "ref") -> int
         # accumulators of a channel chunk and a zero bias
         return max(blocks, 16 * groups + (4 * groups if cin % 4 else 0) + 8 * min(out_c, ACC_CHUNK) + 8)
     if variant == "arm" and isinstance(params, P.DepthwiseConv2DParams):
-        _, out_w, out_c = params.output_shape[1:]
-        _, fh, fw, _ = params.filter_shape
-        groups = out_c // 4
-        record = 4 * (16 + 2 * fh * fw)  # a group's starts, unpacked weights and constants
-        padded_w = (out_w - 1) * params.stride_w + (fw - 1) * params.dilation_w + 1
-        rows = max(DW_IMAGE_MAX // 4, fh * padded_w) if out_w < DW_NARROW or params.depth_multiplier > 1 else 0
-        # a staged window, the staged tap rows (or whole padded image) of narrow outputs (rows of fewer than
-        # DW_NARROW pixels) or of depth multipliers above 1, the staged output row, and every group's record
-        # when they all fit in SCRATCH_MAX, else one; no less than seg/seg_depthwise_conv_2d_arm.c's rows
-        # (the staged output row, one group's unpacked weights, its accumulators for the row)
-        fixed = 4 * fh * fw + 4 * rows + _round4(out_w * out_c)
-        seg_rows = _round4(out_w * out_c) + 8 * fh * fw + 16 * out_w + 16
-        return max(fixed + record * (groups if fixed + record * groups <= SCRATCH_MAX else 1), seg_rows)
+        return depthwise_arm_scratch_bytes(params)
     if variant == "arm" and isinstance(params, P.FullyConnectedParams):
         groups, tail = divmod(params.accum_depth, 4)
         return 8 * groups + _round4(2 * tail) + 4 * min(params.output_depth, ACC_CHUNK)
     return _staged_unit_bytes(params)
+
+
+def depthwise_arm_scratch_bytes(params: P.DepthwiseConv2DParams, input_wraps: bool = False,
+                                grouped: bool = False) -> int:
+    """The arm depthwise kernel (arm/depthwise_conv_2d.c), on flat tensors or, for a segment plan, on views of
+    the pool (`input_wraps`: the input straddles the pool end; `grouped`: the placement lets channel groups
+    run one after another, which keeps a single record). Without `grouped`, enough for the row-by-row pass
+    an overlapping output may need."""
+    _, out_w, out_c = params.output_shape[1:]
+    _, fh, fw, _ = params.filter_shape
+    groups = out_c // 4
+    record = 4 * (16 + 2 * fh * fw)  # a group's starts, unpacked weights and constants
+    padded_w = (out_w - 1) * params.stride_w + (fw - 1) * params.dilation_w + 1
+    staged = out_w < DW_NARROW or params.depth_multiplier > 1
+    rows = max(DW_IMAGE_MAX // 4, fh * padded_w) if staged else fh * padded_w if input_wraps else 0
+    # a staged window, the staged tap rows (or whole padded image) of narrow outputs (rows of fewer than
+    # DW_NARROW pixels) or of depth multipliers above 1, else of a band of rows across the pool end, the
+    # staged output row, and every group's record when they all fit in SCRATCH_MAX (row by row), else one
+    fixed = 4 * fh * fw + 4 * rows + _round4(out_w * out_c)
+    return fixed + record * (groups if not grouped and fixed + record * groups <= SCRATCH_MAX else 1)
 
 
 def inplace_depthwise_scratch_bytes(params: P.DepthwiseConv2DParams) -> int:

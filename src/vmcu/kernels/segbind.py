@@ -18,12 +18,11 @@ from vmcu.ir.fusion import FUSED_OP
 from vmcu.ir.graph import Graph, Op
 from vmcu.ir.params import op_params
 from vmcu.kernels.cparams import KernelBinding, c_definition, kernel_binding
-from vmcu.kernels.scratch import scratch_bytes
+from vmcu.kernels.scratch import depthwise_arm_scratch_bytes, scratch_bytes
 from vmcu.plan.segment import SegmentStep
 from vmcu.plan.segment_gap import unit_bytes
 
 ACC_CHUNK = 64  # VMCU_ACC_CHUNK in arm/vmcu_arm.h: accumulators the DSP kernels buffer
-DW_CHUNK = 8  # VMCU_SEG_DW_CHUNK in seg/seg_depthwise_conv_2d_arm.c: pixels gathered at once across the wrap
 
 # Pointer arguments after `&params`, by seg kernel: "view:N" input N as a view of the pool (a constant as a
 # flat view), "ptr:N" constant input N as a plain pointer (NULL when absent), "views" an array of the views
@@ -100,8 +99,7 @@ def segment_binding(graph: Graph, op: Op, step: SegmentStep, variant: str) -> Se
     unit = unit_bytes(graph, op)
     stage = _stage_bytes(symbol, variant, step, params, unit, out.nbytes)
     scratch = _scratch_bytes(graph, symbol, params, variant, step)
-    optional = variant == "arm" and isinstance(params, P.DepthwiseConv2DParams)
-    return SegBinding(symbol, tensor, ARGS[symbol], stage, scratch, optional)
+    return SegBinding(symbol, tensor, ARGS[symbol], stage, scratch)
 
 
 def arena_scratch_bytes(bindings: list[SegBinding], workspace: int) -> tuple[int, list[SegBinding]]:
@@ -116,14 +114,11 @@ def arena_scratch_bytes(bindings: list[SegBinding], workspace: int) -> tuple[int
 def _stage_bytes(symbol: str, variant: str, step: SegmentStep, params: P.OpParams, unit: int, out_bytes: int
                  ) -> int:
     """One output unit for the kernels that build units before storing them. The DSP conv and FC store in
-    place unless a unit straddles the wrap; the DSP depthwise takes a whole output row when one straddles it
-    (optional: without it, that row runs the copied loops instead of the tensor kernel); DEQUANTIZE stages
-    only when its output overlaps its input (the plan's workspace for the step)."""
-    if "stage" not in ARGS[symbol]:
+    place unless a unit straddles the wrap; the DSP depthwise needs none (it builds an output row that
+    straddles the wrap in its scratch); DEQUANTIZE stages only when its output overlaps its input (the
+    plan's workspace for the step)."""
+    if "stage" not in ARGS[symbol] or (variant == "arm" and isinstance(params, P.DepthwiseConv2DParams)):
         return 0
-    if variant == "arm" and isinstance(params, P.DepthwiseConv2DParams):
-        row = params.output_shape[2] * params.output_shape[3]
-        return row if straddles(step.output_base, out_bytes, step.pool_bytes, row) else 0
     if variant == "arm" and symbol in _DSP:
         return unit if straddles(step.output_base, out_bytes, step.pool_bytes, unit) else 0
     if symbol == "vmcu_seg_dequantize_s8":
@@ -133,11 +128,16 @@ def _stage_bytes(symbol: str, variant: str, step: SegmentStep, params: P.OpParam
 
 def _scratch_bytes(graph: Graph, symbol: str, params: P.OpParams, variant: str, step: SegmentStep) -> int:
     """The DSP kernels' column buffers, the pools' int32 accumulators and the bounce buffer of an input
-    pixel or row that straddles the wrap. A DSP kernel runs the tensor kernel on the flat parts of its
-    tensors, with that kernel's scratch (vmcu.kernels.scratch), and when one of them wraps also its own
-    copy for the parts that straddle, laid out as in its C file."""
+    pixel or row that straddles the wrap. The DSP conv and FC run the tensor kernel on the flat parts of
+    their tensors, with that kernel's scratch (vmcu.kernels.scratch), and when one of them wraps also their
+    own copy for the parts that straddle, laid out as in its C file; the DSP depthwise runs the tensor
+    kernel on the pool's views, which stages a band of input rows that straddles the wrap."""
     inp = graph.tensors[step.inputs[0]]
     base, pool = step.input_bases[0], step.pool_bytes
+    if variant == "arm" and isinstance(params, P.DepthwiseConv2DParams):
+        out_base, out_bytes = step.output_base, graph.tensors[step.output].nbytes
+        return depthwise_arm_scratch_bytes(params, base + inp.nbytes > pool,
+                                           _groups_apart(params, base, inp.nbytes, out_base, out_bytes, pool))
     if variant == "arm" and symbol in _DSP:
         tensor = scratch_bytes(graph.ops[step.op].type, params, variant)
         wraps = base + inp.nbytes > pool or step.output_base + graph.tensors[step.output].nbytes > pool
@@ -152,10 +152,20 @@ def _scratch_bytes(graph: Graph, symbol: str, params: P.OpParams, variant: str, 
     return 0
 
 
+def _groups_apart(params: P.DepthwiseConv2DParams, in_base: int, in_bytes: int, out_base: int, out_bytes: int,
+                  pool: int) -> bool:
+    """Whether the DSP depthwise runs channel groups one after another (groups_apart in
+    seg/seg_depthwise_conv_2d_arm.c): no output byte lands on an input byte, or, with a depth multiplier of
+    1, each one that does lands on one of its own channel."""
+    lead = (in_base - out_base) % pool  # the output offset of input byte 0
+    c = params.input_shape[3] if params.depth_multiplier == 1 else 0
+    return ((lead >= out_bytes or (c > 0 and lead % c == 0))
+            and (pool - lead >= in_bytes or (c > 0 and (pool - lead) % c == 0)))
+
+
 def _copy_scratch_bytes(params: P.OpParams, in_bytes: int, base: int, pool: int) -> int:
     """The scratch of the DSP kernels' copied loops (seg/*_arm.c): their column buffers, plus a bounce
-    pixel (conv, unless gathered through the staging row) or a gathered chunk (3-wide depthwise) when the
-    input wraps."""
+    pixel (conv, unless gathered through the staging row) when the input wraps."""
     if isinstance(params, P.Conv2DParams):
         cin = params.input_shape[3]
         staged = cin % 4 != 0  # the int8 gather row splits straddling runs itself
@@ -163,12 +173,6 @@ def _copy_scratch_bytes(params: P.OpParams, in_bytes: int, base: int, pool: int)
         groups = (fh * fw * cin + 3) // 4
         column = 16 * groups + (4 * groups if staged else 0) + 8 * min(params.output_shape[3], ACC_CHUNK) + 8
         return column + (cin if straddles(base, in_bytes, pool, cin) and not staged else 0)
-    if isinstance(params, P.DepthwiseConv2DParams):
-        _, out_w, out_c = params.output_shape[1:]
-        _, fh, fw, _ = params.filter_shape
-        three_wide = fw == 3 and params.dilation_w == 1  # the asm path gathers a band across the wrap
-        gather = 4 * fh * ((DW_CHUNK - 1) * params.stride_w + 3) if three_wide and 0 < pool - base < in_bytes else 0
-        return _round4(out_w * out_c) + 8 * fh * fw + 16 * out_w + 16 + gather
     groups, tail = divmod(params.accum_depth, 4)
     return 8 * groups + _round4(2 * tail) + 4 * min(params.output_depth, ACC_CHUNK)
 

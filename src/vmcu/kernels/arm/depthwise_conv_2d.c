@@ -12,13 +12,24 @@
  * value; a group leaves the asm only when a channel needs the exact 64-bit path (a scalar path, as for
  * the last C % 4 channels).
  *
- * When the output does not overlap the input, each group runs over the whole image with its record
- * built once (and, when it fits, the whole padded image staged once). Otherwise (a segment plan) rows go
- * one at a time, all groups within a row, and the row is staged and stored once all its inputs have been
- * read; the records are then built once per call when they all fit in VMCU_SCRATCH_MAX, else per row and
- * group.
+ * The kernel proper, vmcu_depthwise_conv_2d_views_s8 (vmcu_dw.h), addresses its tensors through views of
+ * the circular pool of segment plans (vmcu_seg.h), so the segment kernel runs it whole; this kernel passes
+ * flat views. Input rows are resolved once per row and group; a band of tap rows that straddles the wrap is
+ * staged like the rows of narrow outputs, and an output row that straddles it is built in the staged
+ * output row, then stored in two parts.
+ *
+ * Each group runs over the whole image with its record built once (and, when it fits, the whole padded
+ * image staged once) when the output does not overlap the input, and also when it overlaps it whole
+ * pixels apart with one input channel per output channel, as segment plans place it: output channel c
+ * then lands on input channel c only, so a group's stores overwrite only its own channels' inputs, pixel
+ * after pixel as its reads advance, and each channel sees exactly the reads and stores of a pixel-by-pixel
+ * pass (the order segment_gap assumes). Otherwise rows go one at a time (but a leading run of rows the
+ * caller names, whose output lands on no input), all groups within a row, and the row is staged and stored
+ * once all its inputs have been read; the records are then built once per call when they all fit in
+ * VMCU_SCRATCH_MAX, else per row and group.
  */
 #include "vmcu_arm.h"
+#include "vmcu_dw.h"
 #include "vmcu_kernels.h"
 
 /* Arguments of the pixel loops, copied to their stack frame: the offsets below are fixed. */
@@ -188,30 +199,16 @@ static int build_record(uint32_t *rec, const vmcu_chan_ctx_t *x, const vmcu_dept
     return 1;
 }
 
-/* One output channel of one pixel, exactly: the in-bounds taps [fy0, fy1) x [fx0, fx1). */
-static int8_t pixel_exact(const vmcu_depthwise_conv_2d_params_t *p, const vmcu_requant_t *r, const int8_t *image,
-                          const int8_t *filter, const int32_t *bias, int32_t oc, int32_t iy0, int32_t ix0,
-                          int32_t fy0, int32_t fy1, int32_t fx0, int32_t fx1) {
-    const int32_t in_w = p->input_shape[2], in_c = p->input_shape[3], filter_w = p->filter_shape[2];
-    const int32_t out_c = p->output_shape[3], ic = oc / p->depth_multiplier;
-    int32_t acc = p->has_bias ? bias[oc] : 0;
-    for (int32_t fy = fy0; fy < fy1; ++fy) {
-        for (int32_t fx = fx0; fx < fx1; ++fx) {
-            const int32_t x = image[((iy0 + fy * p->dilation_h) * in_w + ix0 + fx * p->dilation_w) * in_c + ic];
-            acc += filter[(fy * filter_w + fx) * out_c + oc] * (x + p->input_offset);
-        }
-    }
-    return vmcu_requant_exact(r, acc, oc);
-}
-
 #define VMCU_DW_NARROW 8      /* rows of fewer output pixels are staged whole, padding included */
-#define VMCU_DW_IMAGE_MAX 1024 /* and, without overlap, the whole padded image when it fits in these bytes */
+#define VMCU_DW_IMAGE_MAX 1024 /* and, in a grouped pass, the whole padded image when it fits in these bytes */
 
 typedef struct {
     const vmcu_depthwise_conv_2d_params_t *p;
     const vmcu_requant_t *r;
     const int8_t *filter;
     const int32_t *bias;
+    const vmcu_seg_src_t *in;
+    int32_t row_in;        /* bytes per input row */
     int32_t ox_lo, ox_hi;  /* output columns whose windows span all filter columns inside the image */
     uint32_t *window;      /* a staged window, kh * kw words */
     uint32_t *rows;        /* staged rows: kh tap rows of padded_w words, or padded_h rows */
@@ -220,8 +217,35 @@ typedef struct {
     dw_args_t a;
 } dw_t;
 
+/* Input bytes [off, off + n) as one pointer, or NULL when they straddle the wrap. */
+static inline const int8_t *flat_at(const dw_t *d, int32_t off, int32_t n) {
+    return vmcu_seg_straddles(d->in->split, off, n) ? NULL : vmcu_seg_at(d->in, off);
+}
+
+/* One output channel of one pixel of the image at input offset img, exactly: the in-bounds taps
+ * [fy0, fy1) x [fx0, fx1), their band of rows resolved once unless it straddles the wrap. */
+static int8_t pixel_exact(const dw_t *d, int32_t img, int32_t oc, int32_t iy0, int32_t ix0, int32_t fy0, int32_t fy1,
+                          int32_t fx0, int32_t fx1) {
+    const vmcu_depthwise_conv_2d_params_t *p = d->p;
+    const int32_t in_w = p->input_shape[2], in_c = p->input_shape[3], filter_w = p->filter_shape[2];
+    const int32_t out_c = p->output_shape[3], ic = oc / p->depth_multiplier, dil_h = p->dilation_h;
+    int32_t acc = p->has_bias ? d->bias[oc] : 0;
+    if (fy1 > fy0) {
+        const int32_t band = img + (iy0 + fy0 * dil_h) * d->row_in;
+        const int8_t *x = flat_at(d, band, ((fy1 - fy0 - 1) * dil_h + 1) * d->row_in);
+        for (int32_t fy = fy0; fy < fy1; ++fy) {
+            for (int32_t fx = fx0; fx < fx1; ++fx) {
+                const int32_t off = ((fy - fy0) * dil_h * in_w + ix0 + fx * p->dilation_w) * in_c + ic;
+                const int32_t v = x ? x[off] : *vmcu_seg_at(d->in, band + off);
+                acc += d->filter[(fy * filter_w + fx) * out_c + oc] * (v + p->input_offset);
+            }
+        }
+    }
+    return vmcu_requant_exact(d->r, acc, oc);
+}
+
 /* Channels [c0, C) of one output row exactly (the last C % 4, or all when depth_multiplier > 1). */
-static void rest_row(const dw_t *d, const int8_t *image, int32_t oy, int32_t c0, int8_t *out) {
+static void rest_row(const dw_t *d, int32_t img, int32_t oy, int32_t c0, int8_t *out) {
     const vmcu_depthwise_conv_2d_params_t *p = d->p;
     const int32_t out_w = p->output_shape[2], out_c = p->output_shape[3], iy0 = oy * p->stride_h - p->pad_top;
     if (c0 == out_c) {
@@ -233,7 +257,7 @@ static void rest_row(const dw_t *d, const int8_t *image, int32_t oy, int32_t c0,
         int32_t fx0, fx1;
         tap_range(ix0, p->dilation_w, p->filter_shape[2], p->input_shape[2], &fx0, &fx1);
         for (int32_t oc = c0; oc < out_c; ++oc) {
-            out[ox * out_c + oc] = pixel_exact(p, d->r, image, d->filter, d->bias, oc, iy0, ix0, fy0, fy1, fx0, fx1);
+            out[ox * out_c + oc] = pixel_exact(d, img, oc, iy0, ix0, fy0, fy1, fx0, fx1);
         }
     }
 }
@@ -279,42 +303,103 @@ static void run_pixels(dw_t *d, const uint32_t *rec, const int8_t *x, int32_t x_
     }
 }
 
-/* Staged rows of the group's four channels: input rows iy0, iy0 + step, ... (n of them), each from
- * column -pad_left on for padded_w words, the input zero point outside the image. */
-static void stage_rows(const dw_t *d, const int8_t *image, int32_t c, int32_t iy0, int32_t step, int32_t n) {
-    const vmcu_depthwise_conv_2d_params_t *p = d->p;
-    const int32_t in_h = p->input_shape[1], in_w = p->input_shape[2], in_c = p->input_shape[3];
-    const int32_t pw = d->padded_w, left = vmcu_min_i32(p->pad_left, pw);
-    const int32_t inside = vmcu_max_i32(0, vmcu_min_i32(pw - left, in_w));
-    const int32_t mult = p->depth_multiplier;
-    uint32_t *dst = d->rows;
-    for (int32_t i = 0, iy = iy0; i < n; ++i, iy += step) {
-        if (iy < 0 || iy >= in_h) {
-            dst = fill_words(dst, d->zp_word, pw);
-            continue;
-        }
-        dst = fill_words(dst, d->zp_word, left);
-        const int8_t *src = image + iy * in_w * in_c;
-        if (mult == 1) {
-            dst = copy_words(dst, src + c, in_c, inside);
-        } else if (mult % 4 == 0) {  /* the four channels share one input channel */
-            for (int32_t k = 0; k < inside; ++k, src += in_c) {
-                *dst++ = (uint8_t)src[c / mult] * 0x01010101u;
-            }
-        } else {
-            for (int32_t k = 0; k < inside; ++k, src += in_c) {
-                *dst++ = (uint8_t)src[c / mult] | (uint32_t)(uint8_t)src[(c + 1) / mult] << 8 |
-                         (uint32_t)(uint8_t)src[(c + 2) / mult] << 16 | (uint32_t)(uint8_t)src[(c + 3) / mult] << 24;
-            }
-        }
-        dst = fill_words(dst, d->zp_word, pw - left - inside);
+/* The four channels c .. c + 3 (of input channels (c + j) / mult) of n input pixels from src on (flat, at
+ * channel 0, in_c bytes apart), one word a pixel. */
+static inline uint32_t *stage_pixels(uint32_t *dst, const int8_t *src, int32_t c, int32_t n, int32_t in_c,
+                                     int32_t mult) {
+    if (mult == 1) {
+        return copy_words(dst, src + c, in_c, n);
     }
+    if (mult % 4 == 0) {  /* the four channels share one input channel */
+        for (int32_t k = 0; k < n; ++k, src += in_c) {
+            *dst++ = (uint8_t)src[c / mult] * 0x01010101u;
+        }
+        return dst;
+    }
+    for (int32_t k = 0; k < n; ++k, src += in_c) {
+        *dst++ = (uint8_t)src[c / mult] | (uint32_t)(uint8_t)src[(c + 1) / mult] << 8 |
+                 (uint32_t)(uint8_t)src[(c + 2) / mult] << 16 | (uint32_t)(uint8_t)src[(c + 3) / mult] << 24;
+    }
+    return dst;
 }
 
-/* One output row of the group of channels c .. c + 3 with record rec (NULL: the exact path) into `out`
- * (that row's first pixel, channel 0). Windows inside the image are read in place; the others, or the
- * whole row when narrow, are staged with the input zero point for taps outside. */
-static void group_row(dw_t *d, const uint32_t *rec, const int8_t *image, int32_t oy, int32_t c, int8_t *out) {
+/* stage_pixels for n pixels from input offset off in a row that straddles the wrap: those before it, the
+ * one across it byte by byte, those after it. */
+static __attribute__((noinline)) uint32_t *stage_ring_pixels(const dw_t *d, uint32_t *dst, int32_t off, int32_t c,
+                                                              int32_t n) {
+    const int32_t in_c = d->p->input_shape[3], mult = d->p->depth_multiplier;
+    int32_t k = vmcu_min_i32(n, (d->in->split - off) / in_c);
+    dst = stage_pixels(dst, d->in->head + off, c, k, in_c, mult);
+    off += k * in_c;
+    if (k < n && off < d->in->split) {
+        uint32_t v = 0;
+        if (mult == 1 && !vmcu_seg_straddles(d->in->split, off + c, 4)) {  /* its four channels do not */
+            v = vmcu_load32(vmcu_seg_at(d->in, off + c));
+        } else {
+            for (int32_t j = 3; j >= 0; --j) {
+                v = v << 8 | (uint8_t)*vmcu_seg_at(d->in, off + (c + j) / mult);
+            }
+        }
+        *dst++ = v;
+        off += in_c;
+        k += 1;
+    }
+    return k < n ? stage_pixels(dst, vmcu_seg_at(d->in, off), c, n - k, in_c, mult) : dst;
+}
+
+/* The staged rows of input rows iy0, iy0 + step, ... (n of them) at dst, row iy at base + (img + iy * row_in
+ * - base_off) (base_off: the input offset of base), each from column -pad_left on for padded_w words, the
+ * input zero point outside the image. */
+static uint32_t *stage_run(const dw_t *d, uint32_t *dst, const int8_t *base, int32_t base_off, int32_t img, int32_t c,
+                           int32_t iy0, int32_t step, int32_t n) {
+    const vmcu_depthwise_conv_2d_params_t *p = d->p;
+    const int32_t in_h = p->input_shape[1], in_w = p->input_shape[2], in_c = p->input_shape[3];
+    const int32_t mult = p->depth_multiplier, row_in = d->row_in;
+    const int32_t pw = d->padded_w, left = vmcu_min_i32(p->pad_left, pw);
+    const int32_t inside = vmcu_max_i32(0, vmcu_min_i32(pw - left, in_w));
+    const uint32_t zp = d->zp_word;
+    for (int32_t iy = iy0, end = iy0 + n * step; iy != end; iy += step) {
+        if (iy < 0 || iy >= in_h) {
+            dst = fill_words(dst, zp, pw);
+            continue;
+        }
+        dst = fill_words(dst, zp, left);
+        dst = stage_pixels(dst, base + (img + iy * row_in - base_off), c, inside, in_c, mult);
+        dst = fill_words(dst, zp, pw - left - inside);
+    }
+    return dst;
+}
+
+/* Staged rows of the group's four channels (see stage_run) of the image at input offset img: the rows before
+ * the pool's wrap, the one across it (pixel by pixel), those after it. */
+static void stage_rows(const dw_t *d, int32_t img, int32_t c, int32_t iy0, int32_t step, int32_t n) {
+    const vmcu_seg_src_t *in = d->in;
+    const int32_t room = in->split - img, row_in = d->row_in;
+    if (room >= d->p->input_shape[1] * row_in) {
+        stage_run(d, d->rows, in->head, 0, img, c, iy0, step, n);
+        return;
+    }
+    const int32_t wrap = room > 0 ? room / row_in : 0;  /* rows [0, wrap) lie before the wrap */
+    const int32_t k = vmcu_clamp_i32(wrap > iy0 ? (wrap - iy0 + step - 1) / step : 0, 0, n);
+    uint32_t *dst = stage_run(d, d->rows, in->head, 0, img, c, iy0, step, k);
+    const int32_t iy = iy0 + k * step;
+    if (k < n && iy == wrap && room > 0 && room % row_in) {
+        const int32_t pw = d->padded_w, left = vmcu_min_i32(d->p->pad_left, pw);
+        const int32_t inside = vmcu_max_i32(0, vmcu_min_i32(pw - left, d->p->input_shape[2]));
+        dst = fill_words(dst, d->zp_word, left);
+        dst = stage_ring_pixels(d, dst, img + iy * row_in, c, inside);
+        dst = fill_words(dst, d->zp_word, pw - left - inside);
+        stage_run(d, dst, in->tail, in->split, img, c, iy + step, step, n - k - 1);
+        return;
+    }
+    stage_run(d, dst, in->tail, in->split, img, c, iy, step, n - k);
+}
+
+/* One output row of the image at input offset img, for the group of channels c .. c + 3 with record rec
+ * (NULL: the exact path), into `out` (that row's first pixel, channel 0). Windows inside the image are
+ * read in place; the others, or the whole row when narrow or when its band of input rows straddles the
+ * wrap, are staged with the input zero point for taps outside. */
+static void group_row(dw_t *d, const uint32_t *rec, int32_t img, int32_t oy, int32_t c, int8_t *out) {
     const vmcu_depthwise_conv_2d_params_t *p = d->p;
     const int32_t in_h = p->input_shape[1], in_w = p->input_shape[2], in_c = p->input_shape[3];
     const int32_t filter_h = p->filter_shape[1], filter_w = p->filter_shape[2];
@@ -327,36 +412,40 @@ static void group_row(dw_t *d, const uint32_t *rec, const int8_t *image, int32_t
             int32_t fx0, fx1;
             tap_range(ix0, dil_w, filter_w, in_w, &fx0, &fx1);
             for (int32_t j = c; j < c + 4; ++j) {
-                out[ox * out_c + j] = pixel_exact(p, d->r, image, d->filter, d->bias, j, iy0, ix0, fy0, fy1, fx0, fx1);
+                out[ox * out_c + j] = pixel_exact(d, img, j, iy0, ix0, fy0, fy1, fx0, fx1);
             }
         }
         return;
     }
-    const int8_t *const x_row = image + iy0 * in_w * in_c + c;  /* column 0 of the first tap row */
-    const int32_t tap_stride = dil_w * in_c, row_stride = dil_h * in_w * in_c;
-    if (d->staged) {
+    const int32_t row_stride = dil_h * d->row_in, inside = fy1 > fy0;
+    /* the band of rows the windows read, from column 0 of its first row at channel c */
+    const int8_t *const band = d->staged || !inside ? NULL
+                               : flat_at(d, img + (iy0 + fy0 * dil_h) * d->row_in,
+                                         (fy1 - fy0 - 1) * row_stride + d->row_in);
+    if (d->staged || (inside && band == NULL)) {
         const uint32_t *x = d->rows + oy * p->stride_h * d->padded_w;
         if (!d->image_staged) {
-            stage_rows(d, image, c, iy0, dil_h, filter_h);
+            stage_rows(d, img, c, iy0, dil_h, filter_h);
             x = d->rows;
         }
         run_pixels(d, rec, (const int8_t *)x, 4 * stride_w, out_w, 0, filter_h, 0, filter_w, 4 * dil_w,
                    4 * (d->image_staged ? dil_h : 1) * d->padded_w, out + c);
         return;
     }
+    const int32_t tap_stride = dil_w * in_c;
     for (int32_t ox = 0; ox < out_w; ++ox) {
         const int32_t ix0 = ox * stride_w - p->pad_left;
-        if (fy1 > fy0 && ox == d->ox_lo && d->ox_hi > ox) {  /* the columns inside, in place */
-            run_pixels(d, rec, x_row + fy0 * row_stride + ix0 * in_c, stride_w * in_c, d->ox_hi - ox, fy0, fy1 - fy0,
-                       0, filter_w, tap_stride, row_stride, out + ox * out_c + c);
+        if (band && ox == d->ox_lo && d->ox_hi > ox) {  /* the columns inside, in place */
+            run_pixels(d, rec, band + ix0 * in_c + c, stride_w * in_c, d->ox_hi - ox, fy0, fy1 - fy0, 0, filter_w,
+                       tap_stride, row_stride, out + ox * out_c + c);
             ox = d->ox_hi - 1;
             continue;
         }
         int32_t fx0, fx1;
         tap_range(ix0, dil_w, filter_w, in_w, &fx0, &fx1);
-        if (fy1 > fy0 && fx1 > fx0) {  /* a border window: its taps inside, in place */
-            run_pixels(d, rec, x_row + fy0 * row_stride + (ix0 + fx0 * dil_w) * in_c, 0, 1, fy0, fy1 - fy0, fx0,
-                       fx1 - fx0, tap_stride, row_stride, out + ox * out_c + c);
+        if (band && fx1 > fx0) {  /* a border window: its taps inside, in place */
+            run_pixels(d, rec, band + (ix0 + fx0 * dil_w) * in_c + c, 0, 1, fy0, fy1 - fy0, fx0, fx1 - fx0, tap_stride,
+                       row_stride, out + ox * out_c + c);
             continue;
         }
         /* no tap inside: the bias alone, through a window of zero points */
@@ -366,8 +455,80 @@ static void group_row(dw_t *d, const uint32_t *rec, const int8_t *image, int32_t
     }
 }
 
-void vmcu_depthwise_conv_2d_s8(const vmcu_depthwise_conv_2d_params_t *p, const int8_t *input,
-                               const int8_t *filter, const int32_t *bias, int8_t *output, int8_t *scratch) {
+/* Stores channels [c0, c0 + n) of each pixel of the output row at offset `row`, built in `stage` (in a
+ * grouped pass, the row that straddles the wrap). */
+static void store_channels(const vmcu_seg_dst_t *out, int32_t row, const int8_t *stage, int32_t out_w,
+                           int32_t out_c, int32_t c0, int32_t n) {
+    const int32_t split = out->split;
+    for (int32_t i = row + c0, end = row + out_w * out_c; i < end; i += out_c) {
+        const int8_t *const x = stage + (i - row);
+        if (vmcu_seg_straddles(split, i, n)) {
+            for (int32_t j = 0; j < n; ++j) {
+                *vmcu_seg_dst_at(out, i + j) = x[j];
+            }
+        } else if (n == 4) {
+            vmcu_store32(vmcu_seg_dst_at(out, i), vmcu_load32(x));
+        } else {
+            int8_t *const y = vmcu_seg_dst_at(out, i);
+            for (int32_t j = 0; j < n; ++j) {
+                y[j] = x[j];
+            }
+        }
+    }
+}
+
+/* Output rows [0, out_h) of image b for the group of channels c .. c + 3 with record rec (NULL: the exact
+ * path), in a grouped pass; an output row that straddles the wrap is built in `stage`. */
+static void group_image(dw_t *d, const uint32_t *rec, int32_t b, int32_t out_h, int32_t c,
+                        const vmcu_seg_dst_t *out, int8_t *stage) {
+    const vmcu_depthwise_conv_2d_params_t *p = d->p;
+    const int32_t out_w = p->output_shape[2], out_c = p->output_shape[3];
+    const int32_t img = b * p->input_shape[1] * d->row_in, row_bytes = out_w * out_c;
+    const int32_t first = b * p->output_shape[1] * row_bytes;
+    if (d->image_staged) {
+        stage_rows(d, img, c, -p->pad_top, 1, d->padded_h);
+    }
+    const int runs = d->image_staged && rec && out_w == 1;  /* a pixel a row: runs of rows are runs of pixels */
+    for (int32_t oy = 0, row = first; oy < out_h;) {
+        if (vmcu_seg_straddles(out->split, row, row_bytes)) {
+            group_row(d, rec, img, oy, c, stage);
+            store_channels(out, row, stage, out_w, out_c, c, 4);
+            oy += 1;
+            row += row_bytes;
+            continue;
+        }
+        /* the rows up to the wrap or the end */
+        const int32_t n = vmcu_min_i32(out_h - oy, vmcu_seg_run(out->split, row) / row_bytes);
+        int8_t *const o = vmcu_seg_dst_at(out, row);
+        if (runs) {
+            run_pixels(d, rec, (const int8_t *)(d->rows + oy * p->stride_h * d->padded_w),
+                       4 * p->stride_h * d->padded_w, n, 0, p->filter_shape[1], 0, p->filter_shape[2],
+                       4 * p->dilation_w, 4 * p->dilation_h * d->padded_w, o + c);
+        } else {
+            for (int32_t k = 0; k < n; ++k) {
+                group_row(d, rec, img, oy + k, c, o + k * row_bytes);
+            }
+        }
+        oy += n;
+        row += n * row_bytes;
+    }
+}
+
+/* The activation range applied to output bytes [0, n), in the runs before and after the wrap. */
+static void clamp_output(const vmcu_seg_dst_t *out, int32_t n, int32_t lo, int32_t hi) {
+    for (int32_t i = 0; i < n;) {
+        int8_t *y = vmcu_seg_dst_at(out, i);
+        const int32_t k = vmcu_min_i32(n - i, vmcu_seg_run(out->split, i));
+        for (int32_t j = 0; j < k; ++j) {
+            y[j] = (int8_t)vmcu_clamp_i32(y[j], lo, hi);
+        }
+        i += k;
+    }
+}
+
+void vmcu_depthwise_conv_2d_views_s8(const vmcu_depthwise_conv_2d_params_t *p, const vmcu_seg_src_t *input,
+                                     const int8_t *filter, const int32_t *bias, const vmcu_seg_dst_t *output,
+                                     int32_t grouped_rows, int8_t *scratch) {
     const int32_t in_h = p->input_shape[1], in_w = p->input_shape[2], in_c = p->input_shape[3];
     const int32_t filter_w = p->filter_shape[2], taps = p->filter_shape[1] * filter_w;
     const int32_t out_h = p->output_shape[1], out_w = p->output_shape[2], out_c = p->output_shape[3];
@@ -382,6 +543,8 @@ void vmcu_depthwise_conv_2d_s8(const vmcu_depthwise_conv_2d_params_t *p, const i
     d.r = &r;
     d.filter = filter;
     d.bias = bias;
+    d.in = input;
+    d.row_in = in_w * in_c;
     d.ox_lo = vmcu_min_i32((p->pad_left + stride_w - 1) / stride_w, out_w);
     const int32_t last_full = in_w - 1 - (filter_w - 1) * p->dilation_w + p->pad_left;
     d.ox_hi = vmcu_max_i32(d.ox_lo, vmcu_min_i32(out_w, last_full >= 0 ? last_full / stride_w + 1 : 0));
@@ -391,65 +554,70 @@ void vmcu_depthwise_conv_2d_s8(const vmcu_depthwise_conv_2d_params_t *p, const i
     d.padded_w = (out_w - 1) * stride_w + (filter_w - 1) * p->dilation_w + 1;
     d.padded_h = (out_h - 1) * p->stride_h + (p->filter_shape[1] - 1) * p->dilation_h + 1;
     d.staged = out_w < VMCU_DW_NARROW || p->depth_multiplier > 1;
-    /* staged rows take VMCU_DW_IMAGE_MAX bytes whatever out_h: segment kernels call with row bands */
-    const int32_t rows_words = d.staged ? vmcu_max_i32(VMCU_DW_IMAGE_MAX / 4, p->filter_shape[1] * d.padded_w) : 0;
-    const int32_t image_words = d.padded_h * d.padded_w <= rows_words ? d.padded_h * d.padded_w : 0;
-    /* scratch: [records][window][narrow rows][staged output row] */
+    /* staged rows take VMCU_DW_IMAGE_MAX bytes whatever out_h, so that row bands of the op need no more;
+     * wide rows need the kh tap rows only for a band that straddles the wrap */
+    const int32_t band_words = p->filter_shape[1] * d.padded_w;
+    const int32_t rows_words = d.staged ? vmcu_max_i32(VMCU_DW_IMAGE_MAX / 4, band_words)
+                                        : (vmcu_seg_contiguous(input->split, batches * image_bytes) ? 0 : band_words);
+    const int32_t image_words = d.staged && d.padded_h * d.padded_w <= rows_words ? d.padded_h * d.padded_w : 0;
+    const int32_t rows = batches * out_h, grouped = vmcu_min_i32(grouped_rows, rows);
+    /* scratch: [records][window][staged rows][staged output row]; a grouped pass keeps one record */
     const int32_t rec_bytes = 4 * rec_words * groups, stage_at = rec_bytes + 4 * taps + 4 * rows_words;
-    const int32_t cached = stage_at + (row_bytes + 3) / 4 * 4 <= VMCU_SCRATCH_MAX;
+    const int32_t cached = grouped < rows && stage_at + (row_bytes + 3) / 4 * 4 <= VMCU_SCRATCH_MAX;
     uint32_t *const records = (uint32_t *)(void *)scratch;
     d.window = records + (cached ? rec_words * groups : rec_words);
     d.rows = d.window + taps;
-    const uintptr_t in0 = (uintptr_t)input, out0 = (uintptr_t)output;
-    const int32_t out_bytes = batches * out_h * row_bytes;
-    if (out0 + (uint32_t)out_bytes <= in0 || in0 + (uint32_t)(batches * image_bytes) <= out0) {
-        d.image_staged = image_words > 0;
-        for (int32_t g = 0; g < groups; ++g) {  /* no overlap: group by group, one record */
-            const uint32_t *const gr = build_record(records, &cx, p, filter, bias, 4 * g, taps) ? records : NULL;
-            for (int32_t b = 0; b < batches; ++b) {
-                if (d.image_staged) {
-                    stage_rows(&d, input + b * image_bytes, 4 * g, -p->pad_top, 1, d.padded_h);
-                }
-                for (int32_t oy = 0; oy < out_h; ++oy) {
-                    group_row(&d, gr, input + b * image_bytes, oy, 4 * g, output + (b * out_h + oy) * row_bytes);
-                }
-            }
-        }
-        for (int32_t b = 0; b < batches; ++b) {
-            for (int32_t oy = 0; oy < out_h; ++oy) {
-                rest_row(&d, input + b * image_bytes, oy, simd_c, output + (b * out_h + oy) * row_bytes);
-            }
-        }
-        if (!r.full_range) {
-            for (int32_t i = 0; i < out_bytes; ++i) {
-                output[i] = (int8_t)vmcu_clamp_i32(output[i], r.act_min, r.act_max);
-            }
-        }
-        return;
-    }
     int8_t *const stage = (int8_t *)(d.rows + rows_words);
+    /* the first `grouped` output rows (over all images) group by group, one record */
+    d.image_staged = image_words > 0;
+    for (int32_t g = 0; g < groups && grouped > 0; ++g) {
+        const uint32_t *const gr = build_record(records, &cx, p, filter, bias, 4 * g, taps) ? records : NULL;
+        for (int32_t b = 0; b * out_h < grouped; ++b) {
+            group_image(&d, gr, b, vmcu_min_i32(out_h, grouped - b * out_h), 4 * g, output, stage);
+        }
+    }
+    for (int32_t row = 0; row < grouped && simd_c < out_c; ++row) {  /* the last C % 4 channels */
+        int8_t *const out = vmcu_seg_unit(output, row * row_bytes, row_bytes, stage);
+        rest_row(&d, row / out_h * image_bytes, row % out_h, simd_c, out);
+        if (out == stage) {
+            store_channels(output, row * row_bytes, stage, out_w, out_c, simd_c, out_c - simd_c);
+        }
+    }
+    if (!r.full_range) {
+        clamp_output(output, grouped * row_bytes, r.act_min, r.act_max);
+    }
+    /* the other rows one at a time, all groups of a row before its store */
     d.image_staged = 0;
     for (int32_t g = 0; g < groups && cached; ++g) {
         if (!build_record(records + g * rec_words, &cx, p, filter, bias, 4 * g, taps)) {
             records[g * rec_words] = VMCU_TAG_EXACT;  /* odd: never a record's accumulator start */
         }
     }
-    for (int32_t b = 0; b < batches; ++b) {
-        const int8_t *image = input + b * image_bytes;
-        for (int32_t oy = 0; oy < out_h; ++oy, output += row_bytes) {
-            for (int32_t g = 0; g < groups; ++g) {
-                const uint32_t *rec = records + (cached ? g * rec_words : 0);
-                const int fast = cached ? rec[0] != VMCU_TAG_EXACT
-                                        : build_record(records, &cx, p, filter, bias, 4 * g, taps);
-                group_row(&d, fast ? rec : NULL, image, oy, 4 * g, stage);
-            }
-            rest_row(&d, image, oy, simd_c, stage);
-            if (!r.full_range) {
-                for (int32_t i = 0; i < row_bytes; ++i) {
-                    stage[i] = (int8_t)vmcu_clamp_i32(stage[i], r.act_min, r.act_max);
-                }
-            }
-            memcpy(output, stage, (size_t)row_bytes);
+    for (int32_t row = grouped; row < rows; ++row) {
+        const int32_t img = row / out_h * image_bytes, oy = row % out_h;
+        for (int32_t g = 0; g < groups; ++g) {
+            const uint32_t *rec = records + (cached ? g * rec_words : 0);
+            const int fast = cached ? rec[0] != VMCU_TAG_EXACT
+                                    : build_record(records, &cx, p, filter, bias, 4 * g, taps);
+            group_row(&d, fast ? rec : NULL, img, oy, 4 * g, stage);
         }
+        rest_row(&d, img, oy, simd_c, stage);
+        if (!r.full_range) {
+            for (int32_t i = 0; i < row_bytes; ++i) {
+                stage[i] = (int8_t)vmcu_clamp_i32(stage[i], r.act_min, r.act_max);
+            }
+        }
+        vmcu_seg_write(output, row * row_bytes, stage, row_bytes);
     }
+}
+
+void vmcu_depthwise_conv_2d_s8(const vmcu_depthwise_conv_2d_params_t *p, const int8_t *input,
+                               const int8_t *filter, const int32_t *bias, int8_t *output, int8_t *scratch) {
+    const vmcu_seg_src_t in = vmcu_seg_flat(input);
+    const vmcu_seg_dst_t out = {output, output, INT32_MAX};
+    const uintptr_t in0 = (uintptr_t)input, out0 = (uintptr_t)output;
+    const int32_t in_bytes = vmcu_seg_nhwc_bytes(p->input_shape), out_bytes = vmcu_seg_nhwc_bytes(p->output_shape);
+    const int apart = out0 + (uint32_t)out_bytes <= in0 || in0 + (uint32_t)in_bytes <= out0;
+    const int channelwise = p->depth_multiplier == 1 && (int32_t)(in0 - out0) % p->input_shape[3] == 0;
+    vmcu_depthwise_conv_2d_views_s8(p, &in, filter, bias, &out, apart || channelwise ? INT32_MAX : 0, scratch);
 }

@@ -308,26 +308,63 @@ static void pixels_seg(const vmcu_conv_2d_params_t *p, const vmcu_seg_src_t *inp
     }
 }
 
-/* A 1x1 stride-1 unpadded conv maps pixel t to pixel t: runs of pixels that straddle neither tensor's wrap
- * are one-row images for the tensor kernel; a pixel that straddles one goes to pixels_seg. */
+#define VMCU_SEG_BLOCK 4 /* pixels of a block of the tensor kernel (two when four take too much scratch) */
+
+/* The pixels the tensor kernel computes at once (arm/conv_2d.c): one in the pointwise kernels for C_in 8 and
+ * 16, else a block of four (or two), and a call whose pixel count is not a multiple of its block pays for a
+ * whole block all the same. */
+static int32_t block_pixels(const vmcu_conv_2d_params_t *p) {
+    const int32_t k = p->input_shape[3], out_c = p->output_shape[3];
+    return (k == 8 || k == 16) && out_c % 2 == 0 && (2 * k + 16) * out_c <= VMCU_SCRATCH_MAX ? 1 : VMCU_SEG_BLOCK;
+}
+
+/* Pixels from pixel t on (of `pixels`) whose input and output straddle neither wrap (1x1 stride 1). */
+static inline int32_t flat_pixels(const vmcu_conv_2d_params_t *p, const vmcu_seg_src_t *input,
+                                  const vmcu_seg_dst_t *output, int32_t t, int32_t pixels) {
+    const int32_t in_c = p->input_shape[3], out_c = p->output_shape[3];
+    return vmcu_min_i32(pixels - t, vmcu_min_i32(vmcu_seg_run(input->split, t * in_c) / in_c,
+                                                 vmcu_seg_run(output->split, t * out_c) / out_c));
+}
+
+/* A 1x1 stride-1 unpadded conv maps pixel t to pixel t. The tensor kernel takes runs of pixels that
+ * straddle neither tensor's wrap as one-row images, from a block boundary. A run that ends at a wrap in
+ * mid-block stops at its last whole block, and the broken block goes to pixels_seg by pairs (slower per
+ * pixel than blocks), unless the next run makes up for the partial block: then both are whole calls, and
+ * blocks start over at the wrap. Fewer pixels than a block (the tensor kernel's slow path) and a pixel
+ * that straddles a wrap go by pairs too. */
 static void pointwise_runs(const vmcu_conv_2d_params_t *p, const vmcu_seg_src_t *input, const int8_t *filter,
                            const int32_t *bias, const vmcu_seg_dst_t *output, int8_t *stage, int8_t *scratch) {
-    const int32_t in_c = p->input_shape[3], out_c = p->output_shape[3];
+    const int32_t in_c = p->input_shape[3], out_c = p->output_shape[3], block = block_pixels(p);
     const int32_t pixels = vmcu_seg_nhwc_bytes(p->output_shape) / out_c;
     vmcu_conv_2d_params_t q = *p;
-    for (int32_t t = 0; t < pixels;) {
-        const int32_t k = vmcu_min_i32(pixels - t, vmcu_min_i32(vmcu_seg_run(input->split, t * in_c) / in_c,
-                                                                vmcu_seg_run(output->split, t * out_c) / out_c));
-        if (k == 0) {
-            pixels_seg(p, input, filter, bias, output, stage, scratch, t, t + 1);
-            t += 1;
+    for (int32_t t = 0, origin = 0; t < pixels;) {  /* blocks start at origin + a multiple of `block` */
+        int32_t k = (t - origin) % block ? 0 : flat_pixels(p, input, output, t, pixels);
+        if (k < block) {
+            const int32_t n = vmcu_min_i32(pixels - t, block == 1 ? 1 : 2);
+            pixels_seg(p, input, filter, bias, output, stage, scratch, t, t + n);
+            t += n;
             continue;
+        }
+        if (k % block && t + k < pixels) {
+            const int32_t next = flat_pixels(p, input, output, t + k, pixels), rest = next % block;
+            if (next == 0 || (rest && k % block + rest <= block)) {
+                k -= k % block;  /* both partial blocks would cost one more block than whole blocks do */
+            } else {
+                origin = t + k;
+            }
         }
         q.input_shape[0] = q.input_shape[1] = q.output_shape[0] = q.output_shape[1] = 1;
         q.input_shape[2] = q.output_shape[2] = k;
         vmcu_conv_2d_s8(&q, vmcu_seg_at(input, t * in_c), filter, bias, vmcu_seg_dst_at(output, t * out_c), scratch);
         t += k;
     }
+}
+
+/* vmcu_seg_flat_rows, except that a run of fewer output pixels than a block counts as none. */
+static int32_t block_rows(const vmcu_seg_rows_t *g, const vmcu_seg_src_t *in, const vmcu_seg_dst_t *out, int32_t b,
+                          int32_t oy0, int32_t out_w, int32_t *r0, int32_t *r1) {
+    const int32_t oy1 = vmcu_seg_flat_rows(g, in, out, b, oy0, r0, r1);
+    return (oy1 - oy0) * out_w < VMCU_SEG_BLOCK ? oy0 : oy1;
 }
 
 void vmcu_seg_conv_2d_s8(const vmcu_conv_2d_params_t *p, vmcu_seg_src_t input, const int8_t *filter,
@@ -344,7 +381,8 @@ void vmcu_seg_conv_2d_s8(const vmcu_conv_2d_params_t *p, vmcu_seg_src_t input, c
     }
     /* Output rows in order, per image: maximal runs of rows whose input band and output rows straddle
      * neither wrap are sub-images for the tensor kernel (input rows [r0, r1), padding adjusted); a row
-     * that straddles one goes to the copy. */
+     * that straddles one, or a run of fewer pixels than a block (the tensor kernel's slow path), goes to the
+     * copy. */
     const vmcu_seg_rows_t g = {p->input_shape[1], p->input_shape[2] * p->input_shape[3], p->output_shape[1],
                                p->output_shape[2] * p->output_shape[3], p->stride_h, p->pad_top,
                                (p->filter_shape[1] - 1) * p->dilation_h + 1};
@@ -352,11 +390,12 @@ void vmcu_seg_conv_2d_s8(const vmcu_conv_2d_params_t *p, vmcu_seg_src_t input, c
     for (int32_t b = 0; b < p->output_shape[0]; ++b) {
         for (int32_t oy0 = 0; oy0 < g.out_h;) {
             int32_t r0, r1;
-            const int32_t oy1 = vmcu_seg_flat_rows(&g, &input, &output, b, oy0, &r0, &r1);
+            const int32_t oy1 = block_rows(&g, &input, &output, b, oy0, p->output_shape[2], &r0, &r1);
             const int32_t row = b * g.out_h + oy0;
             if (oy1 == oy0) {
-                int32_t end = oy0 + 1;  /* the run of rows that straddle a wrap, in one run of pixel pairs */
-                while (end < g.out_h && vmcu_seg_flat_rows(&g, &input, &output, b, end, &r0, &r1) == end) {
+                int32_t end = oy0 + 1;  /* the run of rows for the copy, in one run of pixel pairs */
+                while (end < g.out_h &&
+                       block_rows(&g, &input, &output, b, end, p->output_shape[2], &r0, &r1) == end) {
                     end += 1;
                 }
                 pixels_seg(p, &input, filter, bias, &output, stage, scratch, row * p->output_shape[2],

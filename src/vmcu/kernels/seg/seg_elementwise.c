@@ -2,7 +2,8 @@
  * quantize.c). ADD, MUL, LOGISTIC and QUANTIZE store each element right after reading it: the elements
  * are walked in runs in which no tensor wraps, so each run is the tensor kernel's plain loop. DEQUANTIZE
  * widens int8 to float32, so with a `stage` (its output overlaps its input) it builds each row there
- * first; without one it stores as it goes. Floats in the pool may be unaligned: they move by memcpy. */
+ * first; without one it stores as it goes, in one loop when neither tensor wraps. Floats in the pool may
+ * be unaligned: they move by memcpy. */
 #include "vmcu_fixedpoint.h"
 #include "vmcu_nd.h"
 #include "vmcu_seg.h"
@@ -191,8 +192,19 @@ void vmcu_seg_quantize_f32_s8(const vmcu_quantize_params_t *p, vmcu_seg_src_t in
     }
 }
 
+static inline float dequantize_one(const vmcu_dequantize_params_t *p, int32_t q) {
+    return (float)(p->scale * (double)(q - p->zero_point));
+}
+
 void vmcu_seg_dequantize_s8(const vmcu_dequantize_params_t *p, vmcu_seg_src_t input, vmcu_seg_dst_t output,
                             int8_t *stage) {
+    if (!stage && vmcu_seg_contiguous(input.split, p->size) && vmcu_seg_contiguous(output.split, 4 * p->size)) {
+        for (int32_t i = 0; i < p->size; ++i) {  /* nothing wraps: the tensor kernel's loop */
+            const float v = dequantize_one(p, input.head[i]);
+            memcpy(output.head + 4 * i, &v, sizeof v);
+        }
+        return;
+    }
     for (int32_t r = 0; r < p->size; r += p->depth) {
         const int8_t *x = vmcu_seg_straddles(input.split, r, p->depth) ? NULL : vmcu_seg_at(&input, r);
         int8_t *y = stage;
@@ -200,8 +212,7 @@ void vmcu_seg_dequantize_s8(const vmcu_dequantize_params_t *p, vmcu_seg_src_t in
             y = vmcu_seg_dst_at(&output, 4 * r);
         }
         for (int32_t i = 0; i < p->depth; ++i) {
-            const int32_t q = x ? x[i] : *vmcu_seg_at(&input, r + i);
-            const float v = (float)(p->scale * (double)(q - p->zero_point));
+            const float v = dequantize_one(p, x ? x[i] : *vmcu_seg_at(&input, r + i));
             if (y) {
                 memcpy(y + 4 * i, &v, sizeof v);
             } else {
