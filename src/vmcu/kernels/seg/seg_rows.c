@@ -1,6 +1,8 @@
 /* Row ops on the circular pool, portable (same arithmetic as ref/softmax.c, mean.c, pad.c): each row of
  * the output's last axis is built in `stage` from the input it depends on, then stored with at most one
- * split. SOFTMAX resolves each input row once (through `scratch` when the row straddles the wrap); MEAN
+ * split. SOFTMAX resolves each input row once (through `scratch` when the row straddles the wrap); an int8
+ * row that does not straddle is written in place instead, element c after input element c was read (the
+ * gap keeps output byte c at or below input byte c, and the row's max and sum are taken first). MEAN
  * resolves the span of each output's reduced elements once (each element on its own in the spans that
  * straddle the wrap); PAD copies an input row in one or two parts. */
 #include "vmcu_fixedpoint.h"
@@ -13,10 +15,14 @@ void vmcu_seg_softmax_s8(const vmcu_softmax_params_t *p, vmcu_seg_src_t input, v
     for (int32_t r = 0, row = 0; r < p->outer_size; ++r, row += p->depth) {
         const int8_t *in = vmcu_seg_span(&input, row, p->depth, scratch);
         const row_state_t s = row_state(p, in);
+        const int staged = vmcu_seg_straddles(output.split, row, p->depth);
+        int8_t *out = staged ? stage : vmcu_seg_dst_at(&output, row);
         for (int32_t c = 0; c < p->depth; ++c) {
-            stage[c] = (int8_t)probability(p, &s, in[c], 8);
+            out[c] = (int8_t)probability(p, &s, in[c], 8);
         }
-        vmcu_seg_write(&output, row, stage, p->depth);
+        if (staged) {
+            vmcu_seg_write(&output, row, stage, p->depth);
+        }
     }
 }
 
@@ -56,13 +62,19 @@ void vmcu_seg_mean_s8(const vmcu_mean_params_t *p, vmcu_seg_src_t input, vmcu_se
     int32_t out_idx[VMCU_MAX_DIMS] = {0};
     for (int32_t o = 0; o < outputs; ++o) {
         const int32_t base = vmcu_nd_offset(out_idx, strides);
-        const int8_t *x = vmcu_seg_straddles(input.split, base, span) ? NULL : vmcu_seg_at(&input, base);
         int32_t red_idx[VMCU_MAX_DIMS] = {0};
         int32_t sum = 0;
-        for (int32_t r = 0; r < p->num_elements; ++r) {
-            const int32_t off = vmcu_nd_offset(red_idx, strides);
-            sum += x ? x[off] : *vmcu_seg_at(&input, base + off);
-            vmcu_nd_next(red_idx, reduced, 0);
+        if (!vmcu_seg_straddles(input.split, base, span)) {
+            const int8_t *x = vmcu_seg_at(&input, base);
+            for (int32_t r = 0; r < p->num_elements; ++r) {
+                sum += x[vmcu_nd_offset(red_idx, strides)];
+                vmcu_nd_next(red_idx, reduced, 0);
+            }
+        } else {
+            for (int32_t r = 0; r < p->num_elements; ++r) {
+                sum += *vmcu_seg_at(&input, base + vmcu_nd_offset(red_idx, strides));
+                vmcu_nd_next(red_idx, reduced, 0);
+            }
         }
         const int32_t shifted = sum - p->input_zero_point * p->num_elements;
         const int32_t q = vmcu_multiply_by_quantized_multiplier(shifted, p->multiplier, p->shift);
