@@ -157,12 +157,12 @@ def test_c_kernel_is_bit_exact_in_place(lib: ctypes.CDLL, case: tuple, seed: int
 # --- planner and checker ---------------------------------------------------------------------------
 
 
-def bottleneck_graph() -> Graph:
+def bottleneck_graph(expand: int = 16) -> Graph:
     """Two expand -> depthwise -> project blocks: stride 1 SAME, then stride 2 behind an asymmetric PAD."""
     b = GraphBuilder(3)
     x = b.input((1, 8, 8, 4), 1 / 32, 5)
-    x = b.conv2d(b.depthwise_conv2d(b.conv2d(x, 16, 1), 3), 4, 1, activation="NONE")
-    x = b.depthwise_conv2d(b.pad(b.conv2d(x, 16, 1), [(0, 0), (0, 1), (2, 1), (0, 0)]), 3, stride=2,
+    x = b.conv2d(b.depthwise_conv2d(b.conv2d(x, expand, 1), 3), 4, 1, activation="NONE")
+    x = b.depthwise_conv2d(b.pad(b.conv2d(x, expand, 1), [(0, 0), (0, 1), (2, 1), (0, 0)]), 3, stride=2,
                            padding="VALID")
     b.conv2d(x, 4, 1, activation="NONE")
     return fold_pads(b.build("bottleneck"))
@@ -289,10 +289,13 @@ def test_checker_rejects_bad_inplace_aliases() -> None:
 # --- generated C, built and run --------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("expand", [16, 14])
 @pytest.mark.parametrize("target", ["host", pytest.param("cortex-m4", marks=[needs_arm, pytest.mark.qemu])])
-def test_generated_code_runs_in_place_bit_exact(target: str, tmp_path: Path) -> None:
+def test_generated_code_runs_in_place_bit_exact(target: str, expand: int, tmp_path: Path) -> None:
+    """On cortex-m4 the arm kernel: groups of four channels on the DSP path (8x8 rows read in place, then
+    the 4x5 output of stride 2 from the staged padded image), with 14 channels the last two exactly."""
     tgt = get_target(target)
-    graph = bottleneck_graph()
+    graph = bottleneck_graph(expand)
     plan, program = driver.compile_graph(graph, "tensor", driver.default_kernels(tgt))
     assert inplace_ops(graph, plan) == {1, 4}
     assert program.files[f"{program.name}.c"].count("vmcu_depthwise_conv_2d_inplace_s8(") == 2
@@ -300,6 +303,21 @@ def test_generated_code_runs_in_place_bit_exact(target: str, tmp_path: Path) -> 
     report = verify_program(graph, program, binary, tgt, None, random_inputs(graph, 3, seed=5))
     assert report.bit_exact, report.mismatches
     assert report.scratch_bytes >= 8 * 8  # at least the stride-1 conv's output plane
+
+
+@pytest.mark.parametrize("target", ["host", pytest.param("cortex-m4", marks=[needs_arm, pytest.mark.qemu])])
+def test_generated_code_runs_tall_narrow_in_place_bit_exact(target: str, tmp_path: Path) -> None:
+    """A 36x2 output whose padded image (73x5 pixels) is too big to stage whole: the arm kernel stages each
+    output row's tap rows instead; 7 channels, stride 2, asymmetric padding."""
+    tgt = get_target(target)
+    graph = depthwise_graph(70, 4, 7, 3, 2, 1, (1, 2, 0, 1), 4)
+    plan, program = driver.compile_graph(graph, "tensor", driver.default_kernels(tgt))
+    assert inplace_ops(graph, plan) == {0}
+    p = op_params(graph, graph.ops[0])
+    assert isinstance(p, DepthwiseConv2DParams) and p.output_shape == (1, 36, 2, 7)
+    binary = build_compiled(program, tgt, None, tmp_path, sanitize=tgt.is_host)
+    report = verify_program(graph, program, binary, tgt, None, random_inputs(graph, 3, seed=7))
+    assert report.bit_exact, report.mismatches
 
 
 @pytest.mark.parametrize("target", ["host", pytest.param("cortex-m4", marks=[needs_arm, pytest.mark.qemu])])

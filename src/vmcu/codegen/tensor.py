@@ -23,7 +23,7 @@ def tensor_body(graph: Graph, plan: MemoryPlan, variant: str) -> Body:
         params = op_params(graph, graph.ops[i])
         if i in inplace:
             assert isinstance(params, DepthwiseConv2DParams)
-            bindings[i] = inplace_depthwise_binding(params)
+            bindings[i] = inplace_depthwise_binding(params, variant)
         elif graph.ops[i].type != "RESHAPE" or graph.ops[i].outputs[0] not in aliases:
             bindings[i] = kernel_binding(graph.ops[i].type, params, variant)
     scratch = max((b.scratch_bytes for b in bindings.values()), default=0)

@@ -138,13 +138,14 @@ def kernel_binding(op_type: str, params: P.OpParams, variant: str = "ref") -> Ke
                          scratch_bytes=scratch_bytes(op_type, params, variant))
 
 
-def inplace_depthwise_binding(params: P.DepthwiseConv2DParams) -> KernelBinding:
+def inplace_depthwise_binding(params: P.DepthwiseConv2DParams, variant: str = "ref") -> KernelBinding:
     """The call of a depthwise conv whose output overwrites its input (a plan alias): one data pointer,
-    the same params struct, a scratch plane; the portable kernel serves both variants."""
-    binding = kernel_binding("DEPTHWISE_CONV_2D", params)
+    the same params struct, a scratch plane (of one channel, or for the arm kernel of four) and the arm
+    kernel's workspace."""
+    binding = kernel_binding("DEPTHWISE_CONV_2D", params, variant)
     return KernelBinding(symbol="vmcu_depthwise_conv_2d_inplace_s8", struct=binding.struct,
                          args=("output", "input1", "input2", "scratch"), values=binding.values,
-                         scratch_bytes=inplace_depthwise_scratch_bytes(params))
+                         scratch_bytes=inplace_depthwise_scratch_bytes(params, variant))
 
 
 def _symbol_for_dtypes(op_type: str, params: P.OpParams, symbol: str) -> str:

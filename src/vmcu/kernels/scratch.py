@@ -56,22 +56,42 @@ def depthwise_arm_scratch_bytes(params: P.DepthwiseConv2DParams, input_wraps: bo
     run one after another, which keeps a single record). Without `grouped`, enough for the row-by-row pass
     an overlapping output may need."""
     _, out_w, out_c = params.output_shape[1:]
-    _, fh, fw, _ = params.filter_shape
     groups = out_c // 4
-    record = 4 * (16 + 2 * fh * fw)  # a group's starts, unpacked weights and constants
-    padded_w = (out_w - 1) * params.stride_w + (fw - 1) * params.dilation_w + 1
-    staged = out_w < DW_NARROW or params.depth_multiplier > 1
-    rows = max(DW_IMAGE_MAX // 4, fh * padded_w) if staged else fh * padded_w if input_wraps else 0
-    # a staged window, the staged tap rows (or whole padded image) of narrow outputs (rows of fewer than
-    # DW_NARROW pixels) or of depth multipliers above 1, else of a band of rows across the pool end, the
-    # staged output row, and every group's record when they all fit in SCRATCH_MAX (row by row), else one
-    fixed = 4 * fh * fw + 4 * rows + _round4(out_w * out_c)
+    staging, record = _depthwise_arm_parts(params, input_wraps)
+    # the staging, the staged output row, and every group's record when they all fit in SCRATCH_MAX (row
+    # by row), else one
+    fixed = staging + _round4(out_w * out_c)
     return fixed + record * (groups if not grouped and fixed + record * groups <= SCRATCH_MAX else 1)
 
 
-def inplace_depthwise_scratch_bytes(params: P.DepthwiseConv2DParams) -> int:
-    """vmcu_depthwise_conv_2d_inplace_s8 (both variants): one output channel plane, Ho * Wo bytes."""
-    return _round4(params.output_shape[1] * params.output_shape[2])
+def _depthwise_arm_parts(params: P.DepthwiseConv2DParams, input_wraps: bool,
+                         whole_image: bool = False) -> tuple[int, int]:
+    """The arm depthwise kernel's staging (a staged window, the staged tap rows or whole padded image of
+    narrow outputs, rows of fewer than DW_NARROW pixels, or of depth multipliers above 1, else of a band of
+    rows across the pool end) and one group's record (its starts, unpacked weights and constants).
+    `whole_image`: one pass over the image and no more (the in-place kernel), which needs only the padded
+    image or, when that does not fit in the DW_IMAGE_MAX bytes reserved otherwise, the tap rows."""
+    out_h, out_w = params.output_shape[1:3]
+    _, fh, fw, _ = params.filter_shape
+    padded_w = (out_w - 1) * params.stride_w + (fw - 1) * params.dilation_w + 1
+    staged = out_w < DW_NARROW or params.depth_multiplier > 1
+    rows = max(DW_IMAGE_MAX // 4, fh * padded_w) if staged else fh * padded_w if input_wraps else 0
+    if staged and whole_image:
+        image = ((out_h - 1) * params.stride_h + (fh - 1) * params.dilation_h + 1) * padded_w
+        rows = image if image <= rows else fh * padded_w
+    return 4 * fh * fw + 4 * rows, 4 * (16 + 2 * fh * fw)
+
+
+def inplace_depthwise_scratch_bytes(params: P.DepthwiseConv2DParams, variant: str = "ref") -> int:
+    """vmcu_depthwise_conv_2d_inplace_s8: the portable kernel's one output channel plane, Ho * Wo bytes; the
+    arm kernel's plane of four channels, Ho * Wo * 4 bytes, then the DSP kernel's staging and one record
+    (vmcu_depthwise_conv_2d_plane_s8 in arm/depthwise_conv_2d.c)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"kernel variant must be one of {VARIANTS}, not {variant!r}")
+    plane = params.output_shape[1] * params.output_shape[2]
+    if variant == "ref":
+        return _round4(plane)
+    return 4 * plane + sum(_depthwise_arm_parts(params, input_wraps=False, whole_image=True))
 
 
 def _staged_unit_bytes(params: P.OpParams) -> int:

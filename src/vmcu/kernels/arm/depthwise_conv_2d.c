@@ -26,7 +26,8 @@
  * pass (the order segment_gap assumes). Otherwise rows go one at a time (but a leading run of rows the
  * caller names, whose output lands on no input), all groups within a row, and the row is staged and stored
  * once all its inputs have been read; the records are then built once per call when they all fit in
- * VMCU_SCRATCH_MAX, else per row and group.
+ * VMCU_SCRATCH_MAX, else per row and group. vmcu_depthwise_conv_2d_plane_s8 runs the grouped pass of one
+ * group into a plane of four bytes a pixel, for the in-place kernel (arm/depthwise_conv_2d_inplace.c).
  */
 #include "vmcu_arm.h"
 #include "vmcu_dw.h"
@@ -213,6 +214,7 @@ typedef struct {
     uint32_t *window;      /* a staged window, kh * kw words */
     uint32_t *rows;        /* staged rows: kh tap rows of padded_w words, or padded_h rows */
     int32_t padded_w, padded_h, image_staged, staged;
+    int32_t out_px;        /* bytes between output pixels: C_out, or 4 in a plane of one group */
     uint32_t zp_word;      /* four input zero points: x + input_offset == 0 */
     dw_args_t a;
 } dw_t;
@@ -244,7 +246,8 @@ static int8_t pixel_exact(const dw_t *d, int32_t img, int32_t oc, int32_t iy0, i
     return vmcu_requant_exact(d->r, acc, oc);
 }
 
-/* Channels [c0, C) of one output row exactly (the last C % 4, or all when depth_multiplier > 1). */
+/* Channels [c0, C) of one output row exactly (the last C % 4, or all when depth_multiplier > 1), into `out`
+ * (that row's first pixel, channel c0). */
 static void rest_row(const dw_t *d, int32_t img, int32_t oy, int32_t c0, int8_t *out) {
     const vmcu_depthwise_conv_2d_params_t *p = d->p;
     const int32_t out_w = p->output_shape[2], out_c = p->output_shape[3], iy0 = oy * p->stride_h - p->pad_top;
@@ -257,7 +260,7 @@ static void rest_row(const dw_t *d, int32_t img, int32_t oy, int32_t c0, int8_t 
         int32_t fx0, fx1;
         tap_range(ix0, p->dilation_w, p->filter_shape[2], p->input_shape[2], &fx0, &fx1);
         for (int32_t oc = c0; oc < out_c; ++oc) {
-            out[ox * out_c + oc] = pixel_exact(d, img, oc, iy0, ix0, fy0, fy1, fx0, fx1);
+            out[ox * d->out_px + oc - c0] = pixel_exact(d, img, oc, iy0, ix0, fy0, fy1, fx0, fx1);
         }
     }
 }
@@ -396,14 +399,14 @@ static void stage_rows(const dw_t *d, int32_t img, int32_t c, int32_t iy0, int32
 }
 
 /* One output row of the image at input offset img, for the group of channels c .. c + 3 with record rec
- * (NULL: the exact path), into `out` (that row's first pixel, channel 0). Windows inside the image are
+ * (NULL: the exact path), into `out` (that row's first pixel, channel c). Windows inside the image are
  * read in place; the others, or the whole row when narrow or when its band of input rows straddles the
  * wrap, are staged with the input zero point for taps outside. */
 static void group_row(dw_t *d, const uint32_t *rec, int32_t img, int32_t oy, int32_t c, int8_t *out) {
     const vmcu_depthwise_conv_2d_params_t *p = d->p;
     const int32_t in_h = p->input_shape[1], in_w = p->input_shape[2], in_c = p->input_shape[3];
     const int32_t filter_h = p->filter_shape[1], filter_w = p->filter_shape[2];
-    const int32_t out_w = p->output_shape[2], out_c = p->output_shape[3], stride_w = p->stride_w;
+    const int32_t out_w = p->output_shape[2], out_px = d->out_px, stride_w = p->stride_w;
     const int32_t dil_h = p->dilation_h, dil_w = p->dilation_w, iy0 = oy * p->stride_h - p->pad_top;
     int32_t fy0, fy1;
     tap_range(iy0, dil_h, filter_h, in_h, &fy0, &fy1);
@@ -412,7 +415,7 @@ static void group_row(dw_t *d, const uint32_t *rec, int32_t img, int32_t oy, int
             int32_t fx0, fx1;
             tap_range(ix0, dil_w, filter_w, in_w, &fx0, &fx1);
             for (int32_t j = c; j < c + 4; ++j) {
-                out[ox * out_c + j] = pixel_exact(d, img, j, iy0, ix0, fy0, fy1, fx0, fx1);
+                out[ox * out_px + j - c] = pixel_exact(d, img, j, iy0, ix0, fy0, fy1, fx0, fx1);
             }
         }
         return;
@@ -429,7 +432,7 @@ static void group_row(dw_t *d, const uint32_t *rec, int32_t img, int32_t oy, int
             x = d->rows;
         }
         run_pixels(d, rec, (const int8_t *)x, 4 * stride_w, out_w, 0, filter_h, 0, filter_w, 4 * dil_w,
-                   4 * (d->image_staged ? dil_h : 1) * d->padded_w, out + c);
+                   4 * (d->image_staged ? dil_h : 1) * d->padded_w, out);
         return;
     }
     const int32_t tap_stride = dil_w * in_c;
@@ -437,7 +440,7 @@ static void group_row(dw_t *d, const uint32_t *rec, int32_t img, int32_t oy, int
         const int32_t ix0 = ox * stride_w - p->pad_left;
         if (band && ox == d->ox_lo && d->ox_hi > ox) {  /* the columns inside, in place */
             run_pixels(d, rec, band + ix0 * in_c + c, stride_w * in_c, d->ox_hi - ox, fy0, fy1 - fy0, 0, filter_w,
-                       tap_stride, row_stride, out + ox * out_c + c);
+                       tap_stride, row_stride, out + ox * out_px);
             ox = d->ox_hi - 1;
             continue;
         }
@@ -445,13 +448,13 @@ static void group_row(dw_t *d, const uint32_t *rec, int32_t img, int32_t oy, int
         tap_range(ix0, dil_w, filter_w, in_w, &fx0, &fx1);
         if (band && fx1 > fx0) {  /* a border window: its taps inside, in place */
             run_pixels(d, rec, band + (ix0 + fx0 * dil_w) * in_c + c, 0, 1, fy0, fy1 - fy0, fx0, fx1 - fx0, tap_stride,
-                       row_stride, out + ox * out_c + c);
+                       row_stride, out + ox * out_px);
             continue;
         }
         /* no tap inside: the bias alone, through a window of zero points */
         fill_words(d->window, d->zp_word, filter_h * filter_w);
         run_pixels(d, rec, (const int8_t *)d->window, 0, 1, 0, filter_h, 0, filter_w, 4, 4 * filter_w,
-                   out + ox * out_c + c);
+                   out + ox * out_px);
     }
 }
 
@@ -478,20 +481,21 @@ static void store_channels(const vmcu_seg_dst_t *out, int32_t row, const int8_t 
 }
 
 /* Output rows [0, out_h) of image b for the group of channels c .. c + 3 with record rec (NULL: the exact
- * path), in a grouped pass; an output row that straddles the wrap is built in `stage`. */
+ * path), in a grouped pass; an output row that straddles the wrap (never in a plane) is built in `stage`. */
 static void group_image(dw_t *d, const uint32_t *rec, int32_t b, int32_t out_h, int32_t c,
                         const vmcu_seg_dst_t *out, int8_t *stage) {
     const vmcu_depthwise_conv_2d_params_t *p = d->p;
     const int32_t out_w = p->output_shape[2], out_c = p->output_shape[3];
-    const int32_t img = b * p->input_shape[1] * d->row_in, row_bytes = out_w * out_c;
+    const int32_t img = b * p->input_shape[1] * d->row_in, row_bytes = out_w * d->out_px;
     const int32_t first = b * p->output_shape[1] * row_bytes;
+    const int32_t at = d->out_px == out_c ? c : 0;  /* channel c's byte in a pixel: a plane holds the group only */
     if (d->image_staged) {
         stage_rows(d, img, c, -p->pad_top, 1, d->padded_h);
     }
     const int runs = d->image_staged && rec && out_w == 1;  /* a pixel a row: runs of rows are runs of pixels */
     for (int32_t oy = 0, row = first; oy < out_h;) {
         if (vmcu_seg_straddles(out->split, row, row_bytes)) {
-            group_row(d, rec, img, oy, c, stage);
+            group_row(d, rec, img, oy, c, stage + c);
             store_channels(out, row, stage, out_w, out_c, c, 4);
             oy += 1;
             row += row_bytes;
@@ -503,10 +507,10 @@ static void group_image(dw_t *d, const uint32_t *rec, int32_t b, int32_t out_h, 
         if (runs) {
             run_pixels(d, rec, (const int8_t *)(d->rows + oy * p->stride_h * d->padded_w),
                        4 * p->stride_h * d->padded_w, n, 0, p->filter_shape[1], 0, p->filter_shape[2],
-                       4 * p->dilation_w, 4 * p->dilation_h * d->padded_w, o + c);
+                       4 * p->dilation_w, 4 * p->dilation_h * d->padded_w, o + at);
         } else {
             for (int32_t k = 0; k < n; ++k) {
-                group_row(d, rec, img, oy + k, c, o + k * row_bytes);
+                group_row(d, rec, img, oy + k, c, o + k * row_bytes + at);
             }
         }
         oy += n;
@@ -526,40 +530,50 @@ static void clamp_output(const vmcu_seg_dst_t *out, int32_t n, int32_t lo, int32
     }
 }
 
+/* The fields of d that do not depend on the pass, for output pixels out_px bytes apart. */
+static void dw_setup(dw_t *d, const vmcu_requant_t *r, const vmcu_depthwise_conv_2d_params_t *p,
+                     const vmcu_seg_src_t *input, const int8_t *filter, const int32_t *bias, int32_t out_px) {
+    const int32_t in_w = p->input_shape[2], filter_w = p->filter_shape[2];
+    const int32_t out_h = p->output_shape[1], out_w = p->output_shape[2], stride_w = p->stride_w;
+    d->p = p;
+    d->r = r;
+    d->filter = filter;
+    d->bias = bias;
+    d->in = input;
+    d->row_in = in_w * p->input_shape[3];
+    d->ox_lo = vmcu_min_i32((p->pad_left + stride_w - 1) / stride_w, out_w);
+    const int32_t last_full = in_w - 1 - (filter_w - 1) * p->dilation_w + p->pad_left;
+    d->ox_hi = vmcu_max_i32(d->ox_lo, vmcu_min_i32(out_w, last_full >= 0 ? last_full / stride_w + 1 : 0));
+    d->out_px = out_px;
+    d->a.out_step = out_px;
+    d->a.offset2 = vmcu_dup16(p->input_offset);
+    d->zp_word = (uint8_t)-p->input_offset * 0x01010101u;
+    d->padded_w = (out_w - 1) * stride_w + (filter_w - 1) * p->dilation_w + 1;
+    d->padded_h = (out_h - 1) * p->stride_h + (p->filter_shape[1] - 1) * p->dilation_h + 1;
+    d->staged = out_w < VMCU_DW_NARROW || p->depth_multiplier > 1;
+}
+
+/* Words of staged rows: VMCU_DW_IMAGE_MAX bytes whatever out_h for staged outputs, so that row bands of the op
+ * need no more; wide rows need the kh tap rows only for a band that straddles the wrap (`wraps`). */
+static int32_t staged_words(const dw_t *d, int wraps) {
+    const int32_t band_words = d->p->filter_shape[1] * d->padded_w;
+    return d->staged ? vmcu_max_i32(VMCU_DW_IMAGE_MAX / 4, band_words) : wraps ? band_words : 0;
+}
+
 void vmcu_depthwise_conv_2d_views_s8(const vmcu_depthwise_conv_2d_params_t *p, const vmcu_seg_src_t *input,
                                      const int8_t *filter, const int32_t *bias, const vmcu_seg_dst_t *output,
                                      int32_t grouped_rows, int8_t *scratch) {
-    const int32_t in_h = p->input_shape[1], in_w = p->input_shape[2], in_c = p->input_shape[3];
-    const int32_t filter_w = p->filter_shape[2], taps = p->filter_shape[1] * filter_w;
+    const int32_t taps = p->filter_shape[1] * p->filter_shape[2];
     const int32_t out_h = p->output_shape[1], out_w = p->output_shape[2], out_c = p->output_shape[3];
-    const int32_t batches = p->output_shape[0], row_bytes = out_w * out_c, stride_w = p->stride_w;
+    const int32_t batches = p->output_shape[0], row_bytes = out_w * out_c;
     const int32_t simd_c = out_c & ~3, groups = simd_c / 4;
-    const int32_t rec_words = 4 + 2 * taps + 12, image_bytes = in_h * in_w * in_c;
+    const int32_t rec_words = 4 + 2 * taps + 12, image_bytes = vmcu_seg_nhwc_bytes(p->input_shape) / batches;
     const vmcu_requant_t r = vmcu_requant_init(p->output_multiplier, p->output_shift, p->output_offset,
                                                p->activation_min, p->activation_max);
     const vmcu_chan_ctx_t cx = vmcu_chan_ctx(&r, taps, p->input_offset);
     dw_t d;
-    d.p = p;
-    d.r = &r;
-    d.filter = filter;
-    d.bias = bias;
-    d.in = input;
-    d.row_in = in_w * in_c;
-    d.ox_lo = vmcu_min_i32((p->pad_left + stride_w - 1) / stride_w, out_w);
-    const int32_t last_full = in_w - 1 - (filter_w - 1) * p->dilation_w + p->pad_left;
-    d.ox_hi = vmcu_max_i32(d.ox_lo, vmcu_min_i32(out_w, last_full >= 0 ? last_full / stride_w + 1 : 0));
-    d.a.out_step = out_c;
-    d.a.offset2 = vmcu_dup16(p->input_offset);
-    d.zp_word = (uint8_t)-p->input_offset * 0x01010101u;
-    d.padded_w = (out_w - 1) * stride_w + (filter_w - 1) * p->dilation_w + 1;
-    d.padded_h = (out_h - 1) * p->stride_h + (p->filter_shape[1] - 1) * p->dilation_h + 1;
-    d.staged = out_w < VMCU_DW_NARROW || p->depth_multiplier > 1;
-    /* staged rows take VMCU_DW_IMAGE_MAX bytes whatever out_h, so that row bands of the op need no more;
-     * wide rows need the kh tap rows only for a band that straddles the wrap */
-    const int32_t band_words = p->filter_shape[1] * d.padded_w;
-    const int32_t rows_words = d.staged ? vmcu_max_i32(VMCU_DW_IMAGE_MAX / 4, band_words)
-                                        : (vmcu_seg_contiguous(input->split, batches * image_bytes) ? 0 : band_words);
-    const int32_t image_words = d.staged && d.padded_h * d.padded_w <= rows_words ? d.padded_h * d.padded_w : 0;
+    dw_setup(&d, &r, p, input, filter, bias, out_c);
+    const int32_t rows_words = staged_words(&d, !vmcu_seg_contiguous(input->split, batches * image_bytes));
     const int32_t rows = batches * out_h, grouped = vmcu_min_i32(grouped_rows, rows);
     /* scratch: [records][window][staged rows][staged output row]; a grouped pass keeps one record */
     const int32_t rec_bytes = 4 * rec_words * groups, stage_at = rec_bytes + 4 * taps + 4 * rows_words;
@@ -569,7 +583,7 @@ void vmcu_depthwise_conv_2d_views_s8(const vmcu_depthwise_conv_2d_params_t *p, c
     d.rows = d.window + taps;
     int8_t *const stage = (int8_t *)(d.rows + rows_words);
     /* the first `grouped` output rows (over all images) group by group, one record */
-    d.image_staged = image_words > 0;
+    d.image_staged = d.staged && d.padded_h * d.padded_w <= rows_words;
     for (int32_t g = 0; g < groups && grouped > 0; ++g) {
         const uint32_t *const gr = build_record(records, &cx, p, filter, bias, 4 * g, taps) ? records : NULL;
         for (int32_t b = 0; b * out_h < grouped; ++b) {
@@ -578,7 +592,7 @@ void vmcu_depthwise_conv_2d_views_s8(const vmcu_depthwise_conv_2d_params_t *p, c
     }
     for (int32_t row = 0; row < grouped && simd_c < out_c; ++row) {  /* the last C % 4 channels */
         int8_t *const out = vmcu_seg_unit(output, row * row_bytes, row_bytes, stage);
-        rest_row(&d, row / out_h * image_bytes, row % out_h, simd_c, out);
+        rest_row(&d, row / out_h * image_bytes, row % out_h, simd_c, out + simd_c);
         if (out == stage) {
             store_channels(output, row * row_bytes, stage, out_w, out_c, simd_c, out_c - simd_c);
         }
@@ -599,9 +613,9 @@ void vmcu_depthwise_conv_2d_views_s8(const vmcu_depthwise_conv_2d_params_t *p, c
             const uint32_t *rec = records + (cached ? g * rec_words : 0);
             const int fast = cached ? rec[0] != VMCU_TAG_EXACT
                                     : build_record(records, &cx, p, filter, bias, 4 * g, taps);
-            group_row(&d, fast ? rec : NULL, img, oy, 4 * g, stage);
+            group_row(&d, fast ? rec : NULL, img, oy, 4 * g, stage + 4 * g);
         }
-        rest_row(&d, img, oy, simd_c, stage);
+        rest_row(&d, img, oy, simd_c, stage + simd_c);
         if (!r.full_range) {
             for (int32_t i = 0; i < row_bytes; ++i) {
                 stage[i] = (int8_t)vmcu_clamp_i32(stage[i], r.act_min, r.act_max);
@@ -620,4 +634,30 @@ void vmcu_depthwise_conv_2d_s8(const vmcu_depthwise_conv_2d_params_t *p, const i
     const int apart = out0 + (uint32_t)out_bytes <= in0 || in0 + (uint32_t)in_bytes <= out0;
     const int channelwise = p->depth_multiplier == 1 && (int32_t)(in0 - out0) % p->input_shape[3] == 0;
     vmcu_depthwise_conv_2d_views_s8(p, &in, filter, bias, &out, apart || channelwise ? INT32_MAX : 0, scratch);
+}
+
+void vmcu_depthwise_conv_2d_plane_s8(const vmcu_depthwise_conv_2d_params_t *p, const int8_t *input,
+                                     const int8_t *filter, const int32_t *bias, int32_t c, int8_t *plane,
+                                     int8_t *scratch) {
+    const int32_t taps = p->filter_shape[1] * p->filter_shape[2], rec_words = 4 + 2 * taps + 12;
+    const int32_t out_h = p->output_shape[1], row_bytes = 4 * p->output_shape[2];
+    const vmcu_requant_t r = vmcu_requant_init(p->output_multiplier, p->output_shift, p->output_offset,
+                                               p->activation_min, p->activation_max);
+    const vmcu_seg_src_t in = vmcu_seg_flat(input);
+    const vmcu_seg_dst_t out = {plane, plane, INT32_MAX};
+    dw_t d;
+    dw_setup(&d, &r, p, &in, filter, bias, 4);
+    /* scratch: [record][window][staged rows], as a grouped pass of vmcu_depthwise_conv_2d_views_s8 */
+    uint32_t *const rec = (uint32_t *)(void *)scratch;
+    d.window = rec + rec_words;
+    d.rows = d.window + taps;
+    d.image_staged = d.staged && d.padded_h * d.padded_w <= staged_words(&d, 0);
+    if (c + 4 > p->output_shape[3]) {
+        for (int32_t oy = 0; oy < out_h; ++oy) {
+            rest_row(&d, 0, oy, c, plane + oy * row_bytes);
+        }
+        return;
+    }
+    const vmcu_chan_ctx_t cx = vmcu_chan_ctx(&r, taps, p->input_offset);
+    group_image(&d, build_record(rec, &cx, p, filter, bias, c, taps) ? rec : NULL, 0, out_h, c, &out, NULL);
 }

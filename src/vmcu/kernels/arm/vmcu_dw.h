@@ -13,4 +13,13 @@ void vmcu_depthwise_conv_2d_views_s8(const vmcu_depthwise_conv_2d_params_t *p, c
                                      const int8_t *filter, const int32_t *bias, const vmcu_seg_dst_t *output,
                                      int32_t grouped_rows, int8_t *scratch);
 
+/* Output channels c .. c + 3 of image 0 of a flat input, each pixel's four bytes after the previous one's in
+ * `plane` (Ho * Wo * 4 bytes), or, when c + 4 > C, the last C - c channels exactly in its first C - c bytes;
+ * the activation range is left to the caller. Reads input channels c .. c + 3 only (depth multiplier 1).
+ * Scratch: one group's record, a window and the staged rows of a grouped pass
+ * (vmcu.kernels.scratch.inplace_depthwise_scratch_bytes). For the in-place kernel. */
+void vmcu_depthwise_conv_2d_plane_s8(const vmcu_depthwise_conv_2d_params_t *p, const int8_t *input,
+                                     const int8_t *filter, const int32_t *bias, int32_t c, int8_t *plane,
+                                     int8_t *scratch);
+
 #endif /* VMCU_DW_H */
