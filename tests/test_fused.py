@@ -421,8 +421,8 @@ def _c_array(name: str, data: np.ndarray) -> str:
 
 def _arm_program(graph: Graph, plans: list[SegmentPlan]) -> str:
     """A Cortex-M program running the fused kernel once per plan on a fresh pool holding the input, and
-    writing each pool out afterwards; it fails if the kernel writes past its workspace or scratch (the
-    largest of the plans: each plan's own is checked by the portable kernel's test)."""
+    writing each pool out afterwards; it fails if the kernel writes past its scratch or the largest plan's
+    workspace (each plan's own is checked by the portable kernel's test)."""
     (block,) = find_fusable_blocks(graph)
     x = graph.tensors[block.input]
     consts = block.constants()
@@ -450,7 +450,9 @@ def _arm_program(graph: Graph, plans: list[SegmentPlan]) -> str:
     vmcu_seg_fused_ib_s8(&f{j}, vmcu_seg_src(POOL, {size}, {bases[block.input]}), {args},
                          vmcu_seg_dst(POOL, {size}, {bases[block.output]}), WS, (int8_t *)SCRATCH);
     for (int32_t i = 0; i < GUARD; ++i) {{
-        if (WS[{workspace} + i] != 0x5A || ((int8_t *)SCRATCH)[{scratch} + i] != 0x5A) vmcu_fail("overflow");
+        if (WS[{workspace} + i] != 0x5A || ((int8_t *)SCRATCH)[{kernel_scratch_bytes(p, "arm")} + i] != 0x5A) {{
+            vmcu_fail("overflow");
+        }}
     }}
     vmcu_write_output(POOL, {size});
 """)
@@ -460,11 +462,18 @@ def _arm_program(graph: Graph, plans: list[SegmentPlan]) -> str:
         "    return 0;\n}\n"
 
 
+def wide_blocks() -> list[Graph]:
+    """Blocks whose output rows are wide enough for the DSP kernel's row-wise depthwise ("cache"): residual
+    with C_mid 16 (the one-pixel project loops), depthwise stride 2 with channel counts that are not
+    multiples of 4."""
+    return [inverted_bottleneck_module(9, 8, 16, 8, 3), inverted_bottleneck_module(17, 5, 14, 6, 3, (1, 2, 1))]
+
+
 @pytest.mark.skipif(arm_toolchain_missing() is not None, reason=str(arm_toolchain_missing()))
-@pytest.mark.parametrize("graph", small_blocks()[1:], ids=lambda g: g.name)
+@pytest.mark.parametrize("graph", small_blocks()[1:] + wide_blocks(), ids=lambda g: g.name)
 def test_arm_kernel_on_cortex_m4(lib: ctypes.CDLL, graph: Graph, tmp_path: Path) -> None:
     """The DSP kernel on emulated Cortex-M4 leaves every pool byte as the portable kernel does (both
-    variants, pools wrapping anywhere, channel counts that are not multiples of 4)."""
+    variants, pools wrapping anywhere, channel counts that are not multiples of 4, narrow and wide rows)."""
     inputs = random_inputs(graph, 1, 5)[0]
     plans = []
     for variant in ("recompute", "cache"):
@@ -472,8 +481,8 @@ def test_arm_kernel_on_cortex_m4(lib: ctypes.CDLL, graph: Graph, tmp_path: Path)
         plans += [_rotated(graph, splan, shift) for shift in sorted({0, splan.pool_bytes // 2, splan.pool_bytes - 3})]
     (tmp_path / "main.c").write_text(_arm_program(graph, plans))
     target = get_target("cortex-m4")
-    binary = build_program(target, None, [tmp_path / "main.c", kernel_dir() / "seg" / "fused_ib_arm.c"],
-                           [include_dir(), kernel_dir() / "arm"], tmp_path / "build")
+    sources = [tmp_path / "main.c", *(kernel_dir() / f for f in ("seg/fused_ib_arm.c", "arm/depthwise_conv_2d.c"))]
+    binary = build_program(target, None, sources, [include_dir(), kernel_dir() / "arm"], tmp_path / "build")
     expected = b"".join(run_fused_c(lib, graph, plan, inputs[0]).tobytes() for plan in plans)
     result = run_program(target, binary, np.ascontiguousarray(inputs[0]).tobytes(), len(expected))
     assert result.output == expected

@@ -37,7 +37,7 @@ class FusedSegBinding(SegBinding):
 
 def fused_binding(graph: Graph, op: Op, step: SegmentStep, kernels: str) -> FusedSegBinding:
     """The call of one FUSED_INVERTED_BOTTLENECK step: the ring and depthwise pixel live in the plan's
-    workspace (the kernel's `stage`), the DSP kernel's column buffers in scratch."""
+    workspace (the kernel's `stage`), the DSP kernel's tables, columns and depthwise row in scratch."""
     fused = fused_params(graph, fused_block(op), op.options["variant"])
     return FusedSegBinding(symbol="vmcu_seg_fused_ib_s8", params=kernel_binding("CONV_2D", fused.project, kernels),
                            args=FUSED_ARGS, stage_bytes=step.workspace_bytes,

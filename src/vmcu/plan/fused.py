@@ -40,11 +40,12 @@ from vmcu.ir.analysis import op_macs
 from vmcu.ir.fusion import VARIANTS, FusedBlock
 from vmcu.ir.graph import Graph
 from vmcu.ir.params import AddParams, Conv2DParams, DepthwiseConv2DParams, op_params
+from vmcu.kernels.scratch import SCRATCH_MAX, scratch_bytes
 from vmcu.reference.kernels_conv import conv2d, depthwise_conv2d
 from vmcu.reference.kernels_misc import add
 
 NO_READ = np.iinfo(np.int64).max
-ACC_CHUNK = 64  # VMCU_ACC_CHUNK of kernels/arm/vmcu_arm.h
+DW_ROW_MIN = 8  # FUSED_DW_ROW_MIN of kernels/seg/fused_ib_arm.c
 
 
 @dataclass(frozen=True)
@@ -125,16 +126,41 @@ class FusedIBParams:
     workspace_bytes: int
 
 
+def _pointwise_scratch(k: int, out_c: int, records: bool, staged: bool) -> tuple[int, int, int]:
+    """A 1x1 conv's buffers in the arm kernel: the bytes that last the whole call (its channel table, or the
+    one-pixel loops' records for k 8 or 16 when `records`, and the padded last weight row when k % 4), the
+    bytes of its staging row (when `staged`) and column, and the column's pixels (4, or 2 when 4 take more
+    than SCRATCH_MAX, as in the tensor kernel)."""
+    groups = (k + 3) // 4
+    rest = (8 * groups if k % 4 else 0) + 4 * (out_c + 2)
+    px = 4 if 32 * groups + rest <= SCRATCH_MAX else 2
+    table = 4 * (out_c + 2)
+    if records and k in (8, 16) and out_c % 2 == 0 and (2 * k + 16) * out_c <= SCRATCH_MAX:
+        table = max(table, (2 * k + 16) * out_c)
+    return table + (4 * groups if k % 4 else 0), (4 * groups if staged else 0) + 8 * px * groups, px
+
+
 def kernel_scratch_bytes(p: FusedIBParams, kernels: str) -> int:
     """The C kernel's `scratch` (4-byte aligned) beyond the plan's workspace: none for the portable
-    kernel; for the arm one (kernels/seg/fused_ib_arm.c) two pixels of the expand and project inputs as
-    int16, their channel tails, 2 * VMCU_ACC_CHUNK accumulators, two offsets per depthwise tap and the
-    staged output pair."""
+    kernel; for the arm one (kernels/seg/fused_ib_arm.c) the tables of both 1x1 convs, the project's column
+    and block of output pixels, then the expand's column, which shares its bytes with the depthwise output
+    row and the DSP depthwise kernel's scratch for that row ("cache" with rows of DW_ROW_MIN pixels or
+    more) or with two words per depthwise tap."""
     if kernels == "ref":
         return 0
-    in_c, mid_c, out_c = p.expand.input_shape[3], p.depthwise.input_shape[3], p.project.output_shape[3]
+    in_c, mid_c = p.expand.input_shape[3], p.depthwise.input_shape[3]
+    _, _, out_w, out_c = p.project.output_shape
     _, kh, kw, _ = p.depthwise.filter_shape
-    return 16 * (in_c // 4) + 16 * (mid_c // 4) + 32 + 8 * ACC_CHUNK + 8 * kh * kw + 2 * out_c
+    rowwise = p.cache and out_w >= DW_ROW_MIN
+    project, project_columns, px = _pointwise_scratch(mid_c, out_c, rowwise, rowwise and mid_c % 4 != 0)
+    expand, expand_columns, _ = _pointwise_scratch(in_c, mid_c, True, True)
+    size = project + expand + project_columns + (px * out_c + 3) // 4 * 4
+    if not rowwise:
+        return size + max(expand_columns, 8 * kh * kw)
+    row = replace(p.depthwise, input_shape=(1, p.ring_h, p.ring_w, mid_c), output_shape=(1, 1, out_w, mid_c),
+                  stride_w=p.depthwise.stride_w * p.project.stride_w)
+    depthwise = (out_w * mid_c + 3) // 4 * 4 + scratch_bytes("DEPTHWISE_CONV_2D", row, "arm")
+    return size + max(expand_columns, depthwise)
 
 
 def fused_params(graph: Graph, block: FusedBlock, variant: str) -> FusedIBParams:
