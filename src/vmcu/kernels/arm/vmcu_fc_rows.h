@@ -1,8 +1,11 @@
 /* The SMLAD row loops of the DSP fully-connected kernel, shared by arm/fully_connected.c and
  * seg/seg_fully_connected_arm.c (which runs them on rows that straddle the pool's wrap): four weight rows
- * at a time in naked asm (21 instructions per 16 MACs), two at a time in C. Include after vmcu_arm.h. */
+ * at a time in naked asm (21 instructions per 16 MACs), two at a time in C, and the chunked loop over all
+ * output channels of one row (fc_outputs). Include after vmcu_arm.h. */
 #ifndef VMCU_FC_ROWS_H
 #define VMCU_FC_ROWS_H
+
+#include "vmcu_kernels.h"
 
 /* Arguments of rows4, copied to its stack frame: the offsets below are fixed. */
 typedef struct {
@@ -84,6 +87,37 @@ static inline void dot_2(const uint32_t *x, const int8_t *w0, const int8_t *w1, 
     }
     *s0 = a0;
     *s1 = a1;
+}
+
+/* One converted input row (col, its K % 4 tail after the groups) against every weight row: chunks of
+ * VMCU_ACC_CHUNK output channels accumulated in acc, quads in asm when K % 4 == 0, pairs in C, then
+ * requantized into out. */
+static inline void fc_outputs(const vmcu_fully_connected_params_t *p, const uint32_t *col, const int8_t *filter,
+                              const int32_t *bias, const vmcu_requant_t *r, int32_t *acc, int8_t *out) {
+    const int32_t depth = p->accum_depth, groups = depth / 4, tail = depth % 4, out_depth = p->output_depth;
+    const int16x2_t w_offset = vmcu_dup16(p->weights_offset);
+    for (int32_t c0 = 0; c0 < out_depth; c0 += VMCU_ACC_CHUNK) {
+        const int32_t n = vmcu_min_i32(VMCU_ACC_CHUNK, out_depth - c0);
+        int32_t i = 0;
+        if (tail == 0 && groups > 0 && n >= 4) {  /* quads of rows in asm, the bias added after */
+            const rows4_args_t a = {col, col + 2 * groups, filter + c0 * depth, depth, acc, acc + (n & ~3),
+                                    w_offset};
+            rows4(&a);
+            for (i = 0; i < (n & ~3) && p->has_bias; ++i) {
+                acc[i] = vmcu_wrap_add(acc[i], bias[c0 + i]);
+            }
+            i = n & ~3;
+        }
+        for (; i < n; i += 2) {
+            const int32_t i1 = i + 1 < n ? i + 1 : i;
+            int32_t s0 = p->has_bias ? bias[c0 + i] : 0, s1 = p->has_bias ? bias[c0 + i1] : 0;
+            dot_2(col, filter + (c0 + i) * depth, filter + (c0 + i1) * depth, groups, tail, w_offset,
+                  p->weights_offset, &s0, &s1);
+            acc[i] = s0;
+            acc[i1] = s1;
+        }
+        vmcu_requant_block(r, acc, c0, n, out + c0, NULL);
+    }
 }
 
 #endif /* VMCU_FC_ROWS_H */

@@ -48,34 +48,12 @@ static void rows_seg(const vmcu_fully_connected_params_t *p, const vmcu_seg_src_
     uint32_t *col = (uint32_t *)(void *)scratch;
     int16_t *col_tail = (int16_t *)(col + 2 * groups);
     int32_t *acc = (int32_t *)(void *)(scratch + 8 * groups + (2 * tail + 3) / 4 * 4);
-    const int16x2_t w_offset = vmcu_dup16(p->weights_offset);
     const vmcu_requant_t r = vmcu_requant_init(p->output_multiplier, p->output_shift, p->output_offset,
                                                p->activation_min, p->activation_max);
     for (int32_t b = b0; b < b1; ++b) {
         convert_row(input, b * depth, groups, tail, p->input_offset, col, col_tail);
         int8_t *const out = vmcu_seg_unit(output, b * out_depth, out_depth, stage);
-        for (int32_t c0 = 0; c0 < out_depth; c0 += VMCU_ACC_CHUNK) {
-            const int32_t n = vmcu_min_i32(VMCU_ACC_CHUNK, out_depth - c0);
-            int32_t i = 0;
-            if (tail == 0 && groups > 0 && n >= 4) {  /* quads of rows in asm, the bias added after */
-                const rows4_args_t a = {col, col + 2 * groups, filter + c0 * depth, depth, acc, acc + (n & ~3),
-                                        w_offset};
-                rows4(&a);
-                for (i = 0; i < (n & ~3) && p->has_bias; ++i) {
-                    acc[i] = vmcu_wrap_add(acc[i], bias[c0 + i]);
-                }
-                i = n & ~3;
-            }
-            for (; i < n; i += 2) {
-                const int32_t i1 = i + 1 < n ? i + 1 : i;
-                int32_t s0 = p->has_bias ? bias[c0 + i] : 0, s1 = p->has_bias ? bias[c0 + i1] : 0;
-                dot_2(col, filter + (c0 + i) * depth, filter + (c0 + i1) * depth, groups, tail, w_offset,
-                      p->weights_offset, &s0, &s1);
-                acc[i] = s0;
-                acc[i1] = s1;
-            }
-            vmcu_requant_block(&r, acc, c0, n, out + c0, NULL);
-        }
+        fc_outputs(p, col, filter, bias, &r, acc, out);
         vmcu_seg_commit(output, b * out_depth, out_depth, out, stage);
     }
 }
