@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from vmcu import driver
+from vmcu.frontend.models import VMCU_BOTTLENECK_MODULES, inverted_bottleneck_module
 from vmcu.ir.fusion import FUSED_OP
+from vmcu.kernels.scratch import SCRATCH_MAX
 from vmcu.reference.executor import random_inputs
 from vmcu.run.toolchain import arm_toolchain_missing
 from vmcu.run.verify import build_compiled, verify_program
@@ -33,3 +35,19 @@ def test_person_detect_fused_segment(target: str, fuse: str, plan_bytes: int, tm
     if report.per_op:
         by_op = {c.op: c for c in report.per_op}
         assert all(by_op[op].macs > 0 and by_op[op].instructions > 0 for op in fused_steps)
+
+
+@needs_arm
+@pytest.mark.qemu
+def test_cache_rows_lend_the_first_depthwise_records(tmp_path: Path) -> None:
+    """S3's 36 channel groups: the first 16 records are built once and lent to every output row, the others
+    rebuilt per row; both kinds must give TFLM's bytes, in an arena of exactly plan + scratch."""
+    graph = inverted_bottleneck_module(*VMCU_BOTTLENECK_MODULES["S3"])
+    record = 4 * (16 + 2 * 9)
+    assert SCRATCH_MAX // record < 144 // 4
+    tgt = get_target("cortex-m4")
+    _, program = driver.compile_graph(graph, "segment", "arm", fuse="cache")
+    binary = build_compiled(program, tgt, None, tmp_path)
+    report = verify_program(graph, program, binary, tgt, None, random_inputs(graph, 2, seed=3))
+    assert report.bit_exact, report.mismatches
+    assert report.arena_bytes == program.scratch_offset + program.scratch_bytes

@@ -142,10 +142,11 @@ def _pointwise_scratch(k: int, out_c: int, records: bool, staged: bool) -> tuple
 
 def kernel_scratch_bytes(p: FusedIBParams, kernels: str) -> int:
     """The C kernel's `scratch` (4-byte aligned) beyond the plan's workspace: none for the portable
-    kernel; for the arm one (kernels/seg/fused_ib_arm.c) the tables of both 1x1 convs, the project's column
-    and block of output pixels, then the expand's column, which shares its bytes with the depthwise output
-    row and the DSP depthwise kernel's scratch for that row ("cache" with rows of DW_ROW_MIN pixels or
-    more) or with two words per depthwise tap."""
+    kernel; for the arm one (kernels/seg/fused_ib_arm.c) the tables of both 1x1 convs, the depthwise records
+    it builds once for the rows it hands the DSP depthwise kernel (at most SCRATCH_MAX bytes of them), the
+    project's column and block of output pixels, then the expand's column, which shares its bytes with the
+    depthwise output row and the DSP depthwise kernel's scratch for that row ("cache" with rows of DW_ROW_MIN
+    pixels or more) or with two words per depthwise tap."""
     if kernels == "ref":
         return 0
     in_c, mid_c = p.expand.input_shape[3], p.depthwise.input_shape[3]
@@ -154,7 +155,9 @@ def kernel_scratch_bytes(p: FusedIBParams, kernels: str) -> int:
     rowwise = p.cache and out_w >= DW_ROW_MIN
     project, project_columns, px = _pointwise_scratch(mid_c, out_c, rowwise, rowwise and mid_c % 4 != 0)
     expand, expand_columns, _ = _pointwise_scratch(in_c, mid_c, True, True)
-    size = project + expand + project_columns + (px * out_c + 3) // 4 * 4
+    record = 4 * (16 + 2 * kh * kw)  # a depthwise group's record: the first groups' are built once
+    records = record * min(mid_c // 4, SCRATCH_MAX // record) if rowwise else 0
+    size = project + expand + records + project_columns + (px * out_c + 3) // 4 * 4
     if not rowwise:
         return size + max(expand_columns, 8 * kh * kw)
     row = replace(p.depthwise, input_shape=(1, p.ring_h, p.ring_w, mid_c), output_shape=(1, 1, out_w, mid_c),

@@ -560,14 +560,38 @@ static int32_t staged_words(const dw_t *d, int wraps) {
     return d->staged ? vmcu_max_i32(VMCU_DW_IMAGE_MAX / 4, band_words) : wraps ? band_words : 0;
 }
 
+/* Group g's record: lent (NULL when it takes the exact path), else built at `own`. */
+static const uint32_t *group_record(const vmcu_dw_records_t *lent, uint32_t *own, const vmcu_chan_ctx_t *cx,
+                                    const vmcu_depthwise_conv_2d_params_t *p, const int8_t *filter,
+                                    const int32_t *bias, int32_t g, int32_t taps) {
+    if (lent && g < lent->groups) {
+        const uint32_t *const rec = lent->words + g * vmcu_dw_record_words(p);
+        return rec[0] != VMCU_TAG_EXACT ? rec : NULL;
+    }
+    return build_record(own, cx, p, filter, bias, 4 * g, taps) ? own : NULL;
+}
+
+void vmcu_depthwise_conv_2d_records_s8(const vmcu_depthwise_conv_2d_params_t *p, const int8_t *filter,
+                                       const int32_t *bias, int32_t groups, uint32_t *records) {
+    const int32_t taps = p->filter_shape[1] * p->filter_shape[2], rec_words = vmcu_dw_record_words(p);
+    const vmcu_requant_t r = vmcu_requant_init(p->output_multiplier, p->output_shift, p->output_offset,
+                                               p->activation_min, p->activation_max);
+    const vmcu_chan_ctx_t cx = vmcu_chan_ctx(&r, taps, p->input_offset);
+    for (int32_t g = 0; g < groups; ++g) {
+        if (!build_record(records + g * rec_words, &cx, p, filter, bias, 4 * g, taps)) {
+            records[g * rec_words] = VMCU_TAG_EXACT;  /* odd: never a record's accumulator start */
+        }
+    }
+}
+
 void vmcu_depthwise_conv_2d_views_s8(const vmcu_depthwise_conv_2d_params_t *p, const vmcu_seg_src_t *input,
                                      const int8_t *filter, const int32_t *bias, const vmcu_seg_dst_t *output,
-                                     int32_t grouped_rows, int8_t *scratch) {
+                                     int32_t grouped_rows, const vmcu_dw_records_t *lent, int8_t *scratch) {
     const int32_t taps = p->filter_shape[1] * p->filter_shape[2];
     const int32_t out_h = p->output_shape[1], out_w = p->output_shape[2], out_c = p->output_shape[3];
     const int32_t batches = p->output_shape[0], row_bytes = out_w * out_c;
     const int32_t simd_c = out_c & ~3, groups = simd_c / 4;
-    const int32_t rec_words = 4 + 2 * taps + 12, image_bytes = vmcu_seg_nhwc_bytes(p->input_shape) / batches;
+    const int32_t rec_words = vmcu_dw_record_words(p), image_bytes = vmcu_seg_nhwc_bytes(p->input_shape) / batches;
     const vmcu_requant_t r = vmcu_requant_init(p->output_multiplier, p->output_shift, p->output_offset,
                                                p->activation_min, p->activation_max);
     const vmcu_chan_ctx_t cx = vmcu_chan_ctx(&r, taps, p->input_offset);
@@ -585,7 +609,7 @@ void vmcu_depthwise_conv_2d_views_s8(const vmcu_depthwise_conv_2d_params_t *p, c
     /* the first `grouped` output rows (over all images) group by group, one record */
     d.image_staged = d.staged && d.padded_h * d.padded_w <= rows_words;
     for (int32_t g = 0; g < groups && grouped > 0; ++g) {
-        const uint32_t *const gr = build_record(records, &cx, p, filter, bias, 4 * g, taps) ? records : NULL;
+        const uint32_t *const gr = group_record(lent, records, &cx, p, filter, bias, g, taps);
         for (int32_t b = 0; b * out_h < grouped; ++b) {
             group_image(&d, gr, b, vmcu_min_i32(out_h, grouped - b * out_h), 4 * g, output, stage);
         }
@@ -602,18 +626,16 @@ void vmcu_depthwise_conv_2d_views_s8(const vmcu_depthwise_conv_2d_params_t *p, c
     }
     /* the other rows one at a time, all groups of a row before its store */
     d.image_staged = 0;
-    for (int32_t g = 0; g < groups && cached; ++g) {
-        if (!build_record(records + g * rec_words, &cx, p, filter, bias, 4 * g, taps)) {
-            records[g * rec_words] = VMCU_TAG_EXACT;  /* odd: never a record's accumulator start */
-        }
+    const vmcu_dw_records_t own = {records, cached ? groups : 0};
+    if (cached) {
+        vmcu_depthwise_conv_2d_records_s8(p, filter, bias, groups, records);
     }
     for (int32_t row = grouped; row < rows; ++row) {
         const int32_t img = row / out_h * image_bytes, oy = row % out_h;
         for (int32_t g = 0; g < groups; ++g) {
-            const uint32_t *rec = records + (cached ? g * rec_words : 0);
-            const int fast = cached ? rec[0] != VMCU_TAG_EXACT
-                                    : build_record(records, &cx, p, filter, bias, 4 * g, taps);
-            group_row(&d, fast ? rec : NULL, img, oy, 4 * g, stage + 4 * g);
+            const uint32_t *const rec = group_record(lent && lent->groups > g ? lent : &own, records, &cx, p,
+                                                     filter, bias, g, taps);
+            group_row(&d, rec, img, oy, 4 * g, stage + 4 * g);
         }
         rest_row(&d, img, oy, simd_c, stage + simd_c);
         if (!r.full_range) {
@@ -633,13 +655,14 @@ void vmcu_depthwise_conv_2d_s8(const vmcu_depthwise_conv_2d_params_t *p, const i
     const int32_t in_bytes = vmcu_seg_nhwc_bytes(p->input_shape), out_bytes = vmcu_seg_nhwc_bytes(p->output_shape);
     const int apart = out0 + (uint32_t)out_bytes <= in0 || in0 + (uint32_t)in_bytes <= out0;
     const int channelwise = p->depth_multiplier == 1 && (int32_t)(in0 - out0) % p->input_shape[3] == 0;
-    vmcu_depthwise_conv_2d_views_s8(p, &in, filter, bias, &out, apart || channelwise ? INT32_MAX : 0, scratch);
+    vmcu_depthwise_conv_2d_views_s8(p, &in, filter, bias, &out, apart || channelwise ? INT32_MAX : 0, NULL,
+                                    scratch);
 }
 
 void vmcu_depthwise_conv_2d_plane_s8(const vmcu_depthwise_conv_2d_params_t *p, const int8_t *input,
                                      const int8_t *filter, const int32_t *bias, int32_t c, int8_t *plane,
                                      int8_t *scratch) {
-    const int32_t taps = p->filter_shape[1] * p->filter_shape[2], rec_words = 4 + 2 * taps + 12;
+    const int32_t taps = p->filter_shape[1] * p->filter_shape[2], rec_words = vmcu_dw_record_words(p);
     const int32_t out_h = p->output_shape[1], row_bytes = 4 * p->output_shape[2];
     const vmcu_requant_t r = vmcu_requant_init(p->output_multiplier, p->output_shift, p->output_offset,
                                                p->activation_min, p->activation_max);

@@ -36,5 +36,6 @@ void vmcu_seg_depthwise_conv_2d_s8(const vmcu_depthwise_conv_2d_params_t *p, vmc
                                    const int8_t *filter, const int32_t *bias, vmcu_seg_dst_t output,
                                    int8_t *stage, int8_t *scratch) {
     (void)stage;
-    vmcu_depthwise_conv_2d_views_s8(p, &input, filter, bias, &output, grouped_rows(p, &input, &output), scratch);
+    vmcu_depthwise_conv_2d_views_s8(p, &input, filter, bias, &output, grouped_rows(p, &input, &output), NULL,
+                                    scratch);
 }
