@@ -58,6 +58,30 @@ static void rows_seg(const vmcu_fully_connected_params_t *p, const vmcu_seg_src_
     }
 }
 
+/* The rows when a tensor wraps: runs of rows that straddle neither wrap to the tensor kernel, the others to
+ * rows_seg, in order. Apart from the entry, which then stays a test and a tail call. */
+static __attribute__((noinline)) void rows_wrapped(const vmcu_fully_connected_params_t *p,
+                                                   const vmcu_seg_src_t *input, const int8_t *filter,
+                                                   const int32_t *bias, const vmcu_seg_dst_t *output, int8_t *stage,
+                                                   int8_t *scratch) {
+    const int32_t depth = p->accum_depth, out_depth = p->output_depth;
+    vmcu_fully_connected_params_t q = *p;
+    for (int32_t b = 0; b < p->batches;) {
+        const int32_t flat = vmcu_min_i32(vmcu_seg_run(input->split, b * depth) / depth,
+                                          vmcu_seg_run(output->split, b * out_depth) / out_depth);
+        const int32_t k = vmcu_min_i32(p->batches - b, flat);
+        if (k == 0) {
+            rows_seg(p, input, filter, bias, output, stage, scratch, b, b + 1);
+            b += 1;
+            continue;
+        }
+        q.batches = k;
+        vmcu_fully_connected_s8(&q, vmcu_seg_at(input, b * depth), filter, bias,
+                                vmcu_seg_dst_at(output, b * out_depth), scratch);
+        b += k;
+    }
+}
+
 void vmcu_seg_fully_connected_s8(const vmcu_fully_connected_params_t *p, vmcu_seg_src_t input,
                                  const int8_t *filter, const int32_t *bias, vmcu_seg_dst_t output,
                                  int8_t *stage, int8_t *scratch) {
@@ -66,21 +90,5 @@ void vmcu_seg_fully_connected_s8(const vmcu_fully_connected_params_t *p, vmcu_se
         vmcu_fully_connected_s8(p, input.head, filter, bias, output.head, scratch);  /* nothing wraps */
         return;
     }
-    /* rows in order: runs of rows that straddle neither wrap to the tensor kernel, the others to rows_seg */
-    const int32_t depth = p->accum_depth, out_depth = p->output_depth;
-    vmcu_fully_connected_params_t q = *p;
-    for (int32_t b = 0; b < p->batches;) {
-        const int32_t flat = vmcu_min_i32(vmcu_seg_run(input.split, b * depth) / depth,
-                                          vmcu_seg_run(output.split, b * out_depth) / out_depth);
-        const int32_t k = vmcu_min_i32(p->batches - b, flat);
-        if (k == 0) {
-            rows_seg(p, &input, filter, bias, &output, stage, scratch, b, b + 1);
-            b += 1;
-            continue;
-        }
-        q.batches = k;
-        vmcu_fully_connected_s8(&q, vmcu_seg_at(&input, b * depth), filter, bias,
-                                vmcu_seg_dst_at(&output, b * out_depth), scratch);
-        b += k;
-    }
+    rows_wrapped(p, &input, filter, bias, &output, stage, scratch);
 }
