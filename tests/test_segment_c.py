@@ -283,6 +283,8 @@ def single_op_cases() -> dict[str, tuple[Graph, Op]]:
     return {
         "conv 3x3 s2 C3": windowed("CONV_2D", 9, 7, 3, 8, (3, 3), stride=2),
         "conv 1x1 C8": windowed("CONV_2D", 6, 7, 8, 6, (1, 1)),
+        "conv 1x1 C12": windowed("CONV_2D", 7, 6, 12, 20, (1, 1)),
+        "conv 3x3 C8": windowed("CONV_2D", 5, 7, 8, 12, (3, 3)),
         "conv 3x2 dilated": windowed("CONV_2D", 10, 9, 5, 3, (3, 2), dilation=2, padding="VALID"),
         "conv 5x5 C12": windowed("CONV_2D", 6, 6, 12, 9, (5, 5)),
         "depthwise 3x3": windowed("DEPTHWISE_CONV_2D", 6, 7, 8, 0, (3, 3)),

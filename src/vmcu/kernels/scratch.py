@@ -26,27 +26,41 @@ def scratch_bytes(op_type: str, params: P.OpParams, variant: str = "ref") -> int
     if variant not in VARIANTS:
         raise ValueError(f"kernel variant must be one of {VARIANTS}, not {variant!r}")
     if variant == "arm" and isinstance(params, P.Conv2DParams):
-        _, fh, fw, cin = params.filter_shape
-        k = fh * fw * cin
-        groups = (k + 3) // 4
+        k, groups, px, rest = _conv_arm_column(params)
         out_c = params.output_shape[3]
-        # four (or, beyond SCRATCH_MAX, two) pixels' int16 columns, the int8 staging row, a padded copy of
-        # the last weight row when k % 4, and the channel table (a word a channel and two more)
-        rest = (4 * groups if cin % 4 else 0) + (4 * groups if k % 4 else 0) + 4 * (out_c + 2)
-        blocks = (32 if 32 * groups + rest <= SCRATCH_MAX else 16) * groups + rest
+        blocks = 8 * px * groups + rest
+        _, fh, fw, _ = params.filter_shape
         pointwise = (fh, fw, params.pad_top, params.pad_left, params.stride_h, params.stride_w) == (1, 1, 0, 0, 1, 1)
         if pointwise and k in (8, 16) and out_c % 2 == 0 and (2 * k + 16) * out_c <= SCRATCH_MAX:
             # or one record a channel (its weights unpacked, four constants) for the one-pixel kernels
             blocks = max(blocks, (2 * k + 16) * out_c)
-        # no less than seg/seg_conv_2d_arm.c's pixels: two int16 columns, the staging row, two pixels'
-        # accumulators of a channel chunk and a zero bias
-        return max(blocks, 16 * groups + (4 * groups if cin % 4 else 0) + 8 * min(out_c, ACC_CHUNK) + 8)
+        return blocks
     if variant == "arm" and isinstance(params, P.DepthwiseConv2DParams):
         return depthwise_arm_scratch_bytes(params)
     if variant == "arm" and isinstance(params, P.FullyConnectedParams):
         groups, tail = divmod(params.accum_depth, 4)
         return 8 * groups + _round4(2 * tail) + 4 * min(params.output_depth, ACC_CHUNK)
     return _staged_unit_bytes(params)
+
+
+def _conv_arm_column(params: P.Conv2DParams) -> tuple[int, int, int, int]:
+    """The arm conv kernel's K, its groups of four, the pixels of a block (four, or two when four's int16
+    columns take more than SCRATCH_MAX) and the bytes after the column: the int8 staging row when C_in % 4,
+    a padded copy of the last weight row when K % 4, and the channel table (a word a channel and two more)."""
+    _, fh, fw, cin = params.filter_shape
+    k = fh * fw * cin
+    groups = (k + 3) // 4
+    rest = (4 * groups if cin % 4 else 0) + (4 * groups if k % 4 else 0) + 4 * (params.output_shape[3] + 2)
+    return k, groups, 4 if 32 * groups + rest <= SCRATCH_MAX else 2, rest
+
+
+def conv_views_arm_scratch_bytes(params: P.Conv2DParams, fields_straddle: bool) -> int:
+    """vmcu_conv_2d_views_s8 (arm/conv_2d.c, the segment conv's pixels that the tensor kernel cannot take as flat
+    runs): the tensor kernel's column, staging row, padded last weight row and channel table, and, when a
+    receptive field may straddle the pool end and C_in % 4 == 0 (no staging row otherwise), a staging row
+    after the table to gather it. A pixel whose output straddles the end goes through the plan's stage."""
+    _, groups, px, rest = _conv_arm_column(params)
+    return 8 * px * groups + rest + (4 * groups if fields_straddle and params.input_shape[3] % 4 == 0 else 0)
 
 
 def depthwise_arm_scratch_bytes(params: P.DepthwiseConv2DParams, input_wraps: bool = False,

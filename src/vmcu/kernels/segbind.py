@@ -18,7 +18,7 @@ from vmcu.ir.fusion import FUSED_OP
 from vmcu.ir.graph import Graph, Op
 from vmcu.ir.params import op_params
 from vmcu.kernels.cparams import KernelBinding, c_definition, kernel_binding
-from vmcu.kernels.scratch import depthwise_arm_scratch_bytes, scratch_bytes
+from vmcu.kernels.scratch import conv_views_arm_scratch_bytes, depthwise_arm_scratch_bytes, scratch_bytes
 from vmcu.plan.segment import SegmentStep
 from vmcu.plan.segment_gap import unit_bytes
 
@@ -129,9 +129,10 @@ def _stage_bytes(symbol: str, variant: str, step: SegmentStep, params: P.OpParam
 def _scratch_bytes(graph: Graph, symbol: str, params: P.OpParams, variant: str, step: SegmentStep) -> int:
     """The DSP kernels' column buffers, the pools' int32 accumulators and the bounce buffer of an input
     pixel or row that straddles the wrap. The DSP conv and FC run the tensor kernel on the flat parts of
-    their tensors, with that kernel's scratch (vmcu.kernels.scratch), and when one of them wraps also their
-    own copy for the parts that straddle, laid out as in its C file; the DSP depthwise runs the tensor
-    kernel on the pool's views, which stages a band of input rows that straddles the wrap."""
+    their tensors, with that kernel's scratch (vmcu.kernels.scratch), and when one of them wraps also the
+    loops for the parts that straddle (the conv kernel on the pool's views, the FC's copy), laid out as in
+    their C files; the DSP depthwise runs the tensor kernel on the pool's views, which stages a band of input
+    rows that straddles the wrap."""
     inp = graph.tensors[step.inputs[0]]
     base, pool = step.input_bases[0], step.pool_bytes
     if variant == "arm" and isinstance(params, P.DepthwiseConv2DParams):
@@ -141,7 +142,8 @@ def _scratch_bytes(graph: Graph, symbol: str, params: P.OpParams, variant: str, 
     if variant == "arm" and symbol in _DSP:
         tensor = scratch_bytes(graph.ops[step.op].type, params, variant)
         wraps = base + inp.nbytes > pool or step.output_base + graph.tensors[step.output].nbytes > pool
-        return max(tensor, _copy_scratch_bytes(params, inp.nbytes, base, pool)) if wraps else tensor
+        return max(tensor, _wrap_scratch_bytes(params, _fields_straddle(params, base, inp.nbytes, pool))) if wraps \
+            else tensor
     if isinstance(params, P.Conv2DParams):
         cin = params.input_shape[3]
         return cin if straddles(base, inp.nbytes, pool, cin) else 0
@@ -163,16 +165,21 @@ def _groups_apart(params: P.DepthwiseConv2DParams, in_base: int, in_bytes: int, 
             and (pool - lead >= in_bytes or (c > 0 and (pool - lead) % c == 0)))
 
 
-def _copy_scratch_bytes(params: P.OpParams, in_bytes: int, base: int, pool: int) -> int:
-    """The scratch of the DSP kernels' copied loops (seg/*_arm.c): their column buffers, plus a bounce
-    pixel (conv, unless gathered through the staging row) when the input wraps."""
+def _fields_straddle(params: P.OpParams, base: int, in_bytes: int, pool: int) -> bool:
+    """Whether a conv's receptive field may straddle the pool end: an input pixel does, for a 1x1 stride-1
+    unpadded conv (its field is one pixel); for other convs, whenever the input wraps."""
+    if not isinstance(params, P.Conv2DParams):
+        return False
+    _, fh, fw, cin = params.filter_shape
+    if (fh, fw, params.stride_h, params.stride_w, params.pad_top, params.pad_left) == (1, 1, 1, 1, 0, 0):
+        return straddles(base, in_bytes, pool, cin)
+    return base + in_bytes > pool
+
+
+def _wrap_scratch_bytes(params: P.OpParams, fields_straddle: bool) -> int:
+    """The scratch of the DSP kernels' loops for the parts that straddle a wrap: the conv's tensor kernel on
+    the pool's views (vmcu_conv_2d_views_s8), the FC's row loops (seg/seg_fully_connected_arm.c)."""
     if isinstance(params, P.Conv2DParams):
-        cin = params.input_shape[3]
-        staged = cin % 4 != 0  # the int8 gather row splits straddling runs itself
-        _, fh, fw, _ = params.filter_shape
-        groups = (fh * fw * cin + 3) // 4
-        column = 16 * groups + (4 * groups if staged else 0) + 8 * min(params.output_shape[3], ACC_CHUNK) + 8
-        return column + (cin if straddles(base, in_bytes, pool, cin) and not staged else 0)
+        return conv_views_arm_scratch_bytes(params, fields_straddle)
     groups, tail = divmod(params.accum_depth, 4)
     return 8 * groups + _round4(2 * tail) + 4 * min(params.output_depth, ACC_CHUNK)
-

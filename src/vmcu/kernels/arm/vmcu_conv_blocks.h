@@ -31,8 +31,10 @@ static inline void convert_groups(const column_t *c, int32_t slot, const int8_t 
     }
 }
 
-/* Converts n consecutive input pixels (pointwise, stride 1) into slots slot0 .. slot0 + n - 1. */
-static void convert_pixels(const column_t *c, int32_t slot0, const int8_t *src, int32_t n) {
+/* Converts n consecutive input pixels (pointwise, stride 1) into slots slot0 .. slot0 + n - 1. Inlined, like
+ * conv_block, into every block loop: a shared out-of-line copy made arm/conv_2d.c's flat loop slower. */
+static inline __attribute__((always_inline)) void convert_pixels(const column_t *c, int32_t slot0,
+                                                                 const int8_t *src, int32_t n) {
     const int16x2_t offset2 = c->offset2;
     const int32_t in_c = c->in_c, step = 2 * c->px, groups = c->groups;
     uint32_t *col = c->col + 2 * slot0;
@@ -615,9 +617,10 @@ static void conv_run_init(conv_run_t *run, block_args_t *a, const column_t *c, c
     run->pairs = px_n == 2 && k % 8 == 0;
 }
 
-/* Every channel of the c->px pixels in the column, pixel s to out0 + s * a->stride, before clamping to the
- * activation range. */
-static void conv_block(const conv_run_t *run, block_args_t *a, int8_t *out0) {
+/* Every channel of the c->px pixels in the column, pixel s to out0 + s * a->stride (any distance: a pair's
+ * two pixels may go to unrelated buffers), before clamping to the activation range. */
+static inline __attribute__((always_inline)) void conv_block(const conv_run_t *run, block_args_t *a,
+                                                             int8_t *out0) {
     const column_t *c = run->c;
     const vmcu_requant_t *r = run->r;
     int32_t *const table = run->table;

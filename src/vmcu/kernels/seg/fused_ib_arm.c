@@ -28,9 +28,9 @@
  * `workspace`: the ring (its depthwise pixel is not used). `scratch` (4-byte aligned), kernel_scratch_bytes
  * in vmcu.plan.fused, holds first what lasts the whole call: each 1x1 conv's channel table (C_out + 2
  * words, or the one-pixel loops' records) and the padded copy of its last weight row when C % 4 != 0
- * (4 * ceil(C / 4) bytes); the lent depthwise records; the project's column (8 * ceil(C_mid / 4) bytes a pixel, for 4 pixels, or 2 when
- * four take more than VMCU_SCRATCH_MAX, as in the tensor kernel), after a staging row of 4 * ceil(C_mid / 4)
- * bytes when it reads `drow` and C_mid % 4 != 0; `stage`, a block of output pixels (C_out bytes each). Then
+ * (4 * ceil(C / 4) bytes); the lent depthwise records; the project's column (8 * ceil(C_mid / 4) bytes a
+ * pixel, for 4 pixels, or 2 when four take more than VMCU_SCRATCH_MAX, as in the tensor kernel), after a
+ * staging row of 4 * ceil(C_mid / 4) bytes when it reads `drow` and C_mid % 4 != 0; `stage`, a block of output pixels (C_out bytes each). Then
  * what lasts one output row or step: the expand's staging row (4 * ceil(C_in / 4) bytes, for pixels with
  * C_in % 4 != 0 or across the wrap) and column, sharing their bytes with `drow` (W_out * C_mid bytes)
  * followed by the depthwise kernel's scratch, or with two words per window tap. */
