@@ -113,6 +113,19 @@ def test_output_across_the_pool_end_is_rotated_out() -> None:
     assert "vmcu_seg_rotate(ARENA, POOL_BYTES" in program.files[f"{program.name}.c"]
 
 
+def test_rotate_turns_the_pool_for_every_length_and_shift(seglib: ctypes.CDLL) -> None:
+    """vmcu_seg_rotate (word-wise reversals): byte x ends at x - shift mod pool for every pool of 1-40 bytes
+    and every shift, odd lengths and shifts included, at an odd address."""
+    rng = np.random.default_rng(1)
+    for n in range(1, 41):
+        for shift in range(n + 1):
+            data = rng.integers(0, 256, n + 1, dtype=np.uint8)
+            buf = (ctypes.c_uint8 * (n + 1)).from_buffer_copy(data.tobytes())
+            seglib.vmcu_seg_rotate(ctypes.byref(buf, 1), ctypes.c_int32(n), ctypes.c_int32(shift))
+            got = np.frombuffer(bytes(buf), dtype=np.uint8)
+            assert got[0] == data[0] and bytes(got[1:]) == np.roll(data[1:], -shift).tobytes(), (n, shift)
+
+
 def test_gap_one_segment_short_is_rejected_and_wrong_in_c(tmp_path: Path) -> None:
     """KWS's first depthwise layer overlaps its output with its input at the least gap, 6 segments. One
     segment less: the checker names the op, and the portable kernels (which store pixel by pixel, exactly

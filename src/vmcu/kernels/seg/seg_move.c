@@ -2,7 +2,8 @@
  * may start the plan's gap before its input); TRANSPOSE resolves each output row and the input elements
  * it gathers once (element by element where either straddles the wrap, not at all when neither tensor
  * wraps; its output never overlaps its input); CONCATENATION copies blocks in runs, as
- * ref/concatenation.c does. vmcu_seg_rotate turns the whole pool by three in-place reversals. */
+ * ref/concatenation.c does. vmcu_seg_rotate turns the whole pool by three in-place reversals, a word from
+ * each end at a time. */
 #include "vmcu_nd.h"
 #include "vmcu_seg.h"
 
@@ -71,8 +72,20 @@ void vmcu_seg_concatenation_s8(const vmcu_concatenation_params_t *p, const vmcu_
     }
 }
 
+/* Reverses a[0, n): four bytes from each end at a time (a byte swap of each word, then the words swapped;
+ * memcpy for any alignment, one load or store on Cortex-M), the middle byte by byte. */
 static void reverse(int8_t *a, int32_t n) {
-    for (int32_t i = 0, j = n - 1; i < j; ++i, --j) {
+    int32_t i = 0, j = n;
+    for (; j - i >= 8; i += 4, j -= 4) {
+        uint32_t x, y;
+        memcpy(&x, a + i, 4);
+        memcpy(&y, a + j - 4, 4);
+        x = __builtin_bswap32(x);
+        y = __builtin_bswap32(y);
+        memcpy(a + i, &y, 4);
+        memcpy(a + j - 4, &x, 4);
+    }
+    for (--j; i < j; ++i, --j) {
         const int8_t t = a[i];
         a[i] = a[j];
         a[j] = t;
