@@ -67,16 +67,14 @@ static inline void fill_bytes(int8_t *dst, int8_t v, int32_t n) {
     vmcu_store32(dst + n - 4, word);
 }
 
-/* n bytes of the input view at offset `off` into dst, in two parts when they straddle the wrap (which a
- * flat view, `wraps` 0, never does). */
-static inline __attribute__((always_inline)) void read_bytes(int8_t *dst, const vmcu_seg_src_t *in, int32_t off,
-                                                             int32_t n, const int wraps) {
-    if (wraps && vmcu_seg_straddles(in->split, off, n)) {
+/* n bytes of the input view at offset `off` into dst, in two parts when they straddle the wrap. */
+static inline void read_bytes(int8_t *dst, const vmcu_seg_src_t *in, int32_t off, int32_t n) {
+    if (vmcu_seg_straddles(in->split, off, n)) {
         const int32_t first = in->split - off;
         copy_bytes(dst, in->head + off, first);
         copy_bytes(dst + first, in->tail, n - first);
     } else {
-        copy_bytes(dst, wraps ? vmcu_seg_at(in, off) : in->head + off, n);
+        copy_bytes(dst, vmcu_seg_at(in, off), n);
     }
 }
 
@@ -84,7 +82,7 @@ static inline __attribute__((always_inline)) void read_bytes(int8_t *dst, const 
  * the int8 staging row, the input zero point standing for padding (and for the K % 4 filler); with
  * dilation_w 1 each filter row's in-bounds taps are one contiguous copy (in two parts across the wrap). */
 static __attribute__((noinline)) void stage_field(const column_t *c, const vmcu_seg_src_t *in, int32_t image,
-                                                  int32_t iy0, int32_t ix0, int wraps) {
+                                                  int32_t iy0, int32_t ix0) {
     const int32_t in_c = c->in_c, filter_w = c->filter_w, dil_w = c->dil_w, row = filter_w * in_c;
     const int8_t zero_point = (int8_t)-c->input_offset;
     const int32_t fx0 = ix0 < 0 ? vmcu_min_i32((-ix0 + dil_w - 1) / dil_w, filter_w) : 0;
@@ -99,10 +97,10 @@ static __attribute__((noinline)) void stage_field(const column_t *c, const vmcu_
         int32_t src = image + (iy * c->in_w + ix0 + fx0 * dil_w) * in_c;
         fill_bytes(dst, zero_point, fx0 * in_c);
         if (dil_w == 1) {
-            read_bytes(dst + fx0 * in_c, in, src, (fx1 - fx0) * in_c, wraps);
+            read_bytes(dst + fx0 * in_c, in, src, (fx1 - fx0) * in_c);
         } else {
             for (int32_t fx = fx0; fx < fx1; ++fx, src += dil_w * in_c) {
-                read_bytes(dst + fx * in_c, in, src, in_c, wraps);
+                read_bytes(dst + fx * in_c, in, src, in_c);
             }
         }
         fill_bytes(dst + fx1 * in_c, zero_point, (filter_w - fx1) * in_c);
@@ -127,7 +125,7 @@ static __attribute__((noinline)) void fill(const column_t *c, int32_t slot, cons
             fill_bytes(dst, (int8_t)-c->input_offset, 4 * c->groups - c->k);
         } else {
             const vmcu_seg_src_t flat = vmcu_seg_flat(image);
-            stage_field(c, &flat, 0, iy0, ix0, 0);
+            stage_field(c, &flat, 0, iy0, ix0);
         }
         convert_groups(c, slot, c->stage, 0, c->groups);
         return;
@@ -168,7 +166,7 @@ static void fill_view(const column_t *c, int32_t slot, const vmcu_seg_src_t *in,
         fill(c, slot, vmcu_seg_at(in, first) - (first - image), iy0, ix0);  /* the image as a flat array */
         return;
     }
-    stage_field(c, in, image, iy0, ix0, 1);
+    stage_field(c, in, image, iy0, ix0);
     convert_groups(c, slot, c->stage, 0, c->groups);
 }
 
