@@ -29,9 +29,7 @@ def scratch_bytes(op_type: str, params: P.OpParams, variant: str = "ref") -> int
         k, groups, px, rest = _conv_arm_column(params)
         out_c = params.output_shape[3]
         blocks = 8 * px * groups + rest
-        _, fh, fw, _ = params.filter_shape
-        pointwise = (fh, fw, params.pad_top, params.pad_left, params.stride_h, params.stride_w) == (1, 1, 0, 0, 1, 1)
-        if pointwise and k in (8, 16) and out_c % 2 == 0 and (2 * k + 16) * out_c <= SCRATCH_MAX:
+        if unit_pointwise(params) and k in (8, 16) and out_c % 2 == 0 and (2 * k + 16) * out_c <= SCRATCH_MAX:
             # or one record a channel (its weights unpacked, four constants) for the one-pixel kernels
             blocks = max(blocks, (2 * k + 16) * out_c)
         return blocks
@@ -41,6 +39,12 @@ def scratch_bytes(op_type: str, params: P.OpParams, variant: str = "ref") -> int
         groups, tail = divmod(params.accum_depth, 4)
         return 8 * groups + _round4(2 * tail) + 4 * min(params.output_depth, ACC_CHUNK)
     return _staged_unit_bytes(params)
+
+
+def unit_pointwise(params: P.Conv2DParams) -> bool:
+    """A 1x1, stride-1, unpadded conv: output pixel t reads input pixel t alone."""
+    _, fh, fw, _ = params.filter_shape
+    return (fh, fw, params.pad_top, params.pad_left, params.stride_h, params.stride_w) == (1, 1, 0, 0, 1, 1)
 
 
 def _conv_arm_column(params: P.Conv2DParams) -> tuple[int, int, int, int]:

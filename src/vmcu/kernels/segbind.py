@@ -18,7 +18,12 @@ from vmcu.ir.fusion import FUSED_OP
 from vmcu.ir.graph import Graph, Op
 from vmcu.ir.params import op_params
 from vmcu.kernels.cparams import KernelBinding, c_definition, kernel_binding
-from vmcu.kernels.scratch import conv_views_arm_scratch_bytes, depthwise_arm_scratch_bytes, scratch_bytes
+from vmcu.kernels.scratch import (
+    conv_views_arm_scratch_bytes,
+    depthwise_arm_scratch_bytes,
+    scratch_bytes,
+    unit_pointwise,
+)
 from vmcu.plan.segment import SegmentStep
 from vmcu.plan.segment_gap import unit_bytes
 
@@ -170,9 +175,8 @@ def _fields_straddle(params: P.OpParams, base: int, in_bytes: int, pool: int) ->
     unpadded conv (its field is one pixel); for other convs, whenever the input wraps."""
     if not isinstance(params, P.Conv2DParams):
         return False
-    _, fh, fw, cin = params.filter_shape
-    if (fh, fw, params.stride_h, params.stride_w, params.pad_top, params.pad_left) == (1, 1, 1, 1, 0, 0):
-        return straddles(base, in_bytes, pool, cin)
+    if unit_pointwise(params):
+        return straddles(base, in_bytes, pool, params.input_shape[3])
     return base + in_bytes > pool
 
 

@@ -633,8 +633,7 @@ void vmcu_depthwise_conv_2d_views_s8(const vmcu_depthwise_conv_2d_params_t *p, c
     for (int32_t row = grouped; row < rows; ++row) {
         const int32_t img = row / out_h * image_bytes, oy = row % out_h;
         for (int32_t g = 0; g < groups; ++g) {
-            const uint32_t *const rec = group_record(lent && lent->groups > g ? lent : &own, records, &cx, p,
-                                                     filter, bias, g, taps);
+            const uint32_t *const rec = group_record(cached ? &own : lent, records, &cx, p, filter, bias, g, taps);
             group_row(&d, rec, img, oy, 4 * g, stage + 4 * g);
         }
         rest_row(&d, img, oy, simd_c, stage + simd_c);
