@@ -19,6 +19,7 @@ from vmcu.frontend.models import VMCU_BOTTLENECK_MODULES, inverted_bottleneck_mo
 from vmcu.frontend.tflite import read_tflite
 from vmcu.ir.fusion import FUSED_OP, find_fusable_blocks, fuse_graph
 from vmcu.ir.graph import Graph
+from vmcu.ir.params import op_params
 from vmcu.kernels import STRUCTS, c_definition, include_dir, kernel_binding, kernel_dir
 from vmcu.plan.fused import (
     FusedIBParams,
@@ -54,6 +55,24 @@ def padded_block() -> Graph:
     p = b.conv2d(d, 8, 1, activation="NONE")
     b.add(p, x)
     return b.build("padded_block")
+
+
+def exact_path_block() -> Graph:
+    """A narrow block (per-pixel depthwise in both variants) whose depthwise needs the exact requantization in
+    some channels: biases near +-2^30 (|acc| >= 2^30, as in the dead channels of pruned models) and weight
+    scales 256x larger (shift >= 0), one of each in a group of four, and in the last C % 4 channels."""
+    graph = inverted_bottleneck_module(5, 8, 18, 8, 3, seed=2)
+    (block,) = find_fusable_blocks(graph)
+    tensors = list(graph.tensors)
+    w, b = (tensors[i] for i in block.depthwise.inputs[1:])
+    bias = b.data.copy()
+    bias[[1, 16]] = [2**30 - 7, -(2**30) + 9]
+    scale = list(w.quant.scale)
+    for ch in (6, 17):
+        scale[ch] *= 256
+    tensors[b.index] = dataclasses.replace(b, data=bias)
+    tensors[w.index] = dataclasses.replace(w, quant=dataclasses.replace(w.quant, scale=tuple(scale)))
+    return dataclasses.replace(graph, name="exact_path_block", tensors=tuple(tensors))
 
 
 def small_blocks() -> list[Graph]:
@@ -470,7 +489,19 @@ def wide_blocks() -> list[Graph]:
 
 
 @pytest.mark.skipif(arm_toolchain_missing() is not None, reason=str(arm_toolchain_missing()))
-@pytest.mark.parametrize("graph", small_blocks()[1:] + wide_blocks(), ids=lambda g: g.name)
+def test_exact_path_block_takes_the_exact_path() -> None:
+    """exact_path_block's depthwise has the channels it promises: two shifts >= 0 and two biases a few taps
+    from +-2^30."""
+    graph = exact_path_block()
+    (block,) = find_fusable_blocks(graph)
+    p = op_params(graph, block.depthwise)
+    assert p.output_shift[6] >= 0 and p.output_shift[17] >= 0
+    assert sum(s >= 0 for s in p.output_shift) == 2
+    bias = graph.tensors[block.depthwise.inputs[2]].data
+    assert [2**30 - abs(int(bias[ch])) for ch in (1, 16)] == [7, 9]
+
+
+@pytest.mark.parametrize("graph", small_blocks()[1:] + wide_blocks() + [exact_path_block()], ids=lambda g: g.name)
 def test_arm_kernel_on_cortex_m4(lib: ctypes.CDLL, graph: Graph, tmp_path: Path) -> None:
     """The DSP kernel on emulated Cortex-M4 leaves every pool byte as the portable kernel does (both
     variants, pools wrapping anywhere, channel counts that are not multiples of 4, narrow and wide rows)."""

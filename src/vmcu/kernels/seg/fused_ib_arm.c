@@ -10,12 +10,13 @@
  *   ring_w columns). Rows of FUSED_DW_ROW_MIN output pixels or more then go through the DSP depthwise
  *   kernel itself (vmcu_depthwise_conv_2d_views_s8), a whole output row into `drow`, which the project
  *   reads. The records of its first channel groups (as many as VMCU_SCRATCH_MAX bytes hold) are built
- *   once and lent to every row; the others are rebuilt per row (S3: +12.6% -> +8.7% of the unfused
- *   layers' instructions).
+ *   once and lent to every row; the others are rebuilt per row.
  * - "recompute" keeps the window, each window column's rows together ([col % ring_w][row - first window
  *   row], so that a column is one run) and expands at each step the columns it gains.
  * - Otherwise (narrow "cache" rows, "recompute") each depthwise pixel is computed from its window's
- *   in-bounds taps straight into the project's column.
+ *   in-bounds taps straight into the project's column: the taps are listed once a pixel, an asm loop runs
+ *   them for each channel group (13 instructions a tap), and the four channels are requantized inline
+ *   unless one needs the exact path.
  * - Project: the conv blocks on the project's column (doubled int16, as the blocks take them) once it holds
  *   a block of consecutive output pixels, rows running into each other; from `drow` with C_mid 8 or 16, the
  *   one-pixel loops. Outputs go straight into the pool when there is no residual and they do not straddle
@@ -170,11 +171,28 @@ static inline int8_t add_one(const adder_t *a, int32_t x, int32_t y) {
     return (int8_t)vmcu_clamp_i32(raw, a->act_min, a->act_max);
 }
 
+/* The depthwise's requantization, set up once a call for the per-pixel loop. */
+typedef struct {
+    const int32_t *multiplier, *shift, *bias;
+    int32_t odd, zp, lo, hi, poff2;
+    int16x2_t off2;
+    int32_t full; /* the activation range is all of int8 */
+} dw_out_t;
+
+static dw_out_t dw_out_init(const vmcu_fused_ib_params_t *p, const int32_t *bias) {
+    const vmcu_depthwise_conv_2d_params_t *d = p->depthwise;
+    const dw_out_t q = {d->output_multiplier, d->output_shift, d->has_bias ? bias : NULL, 2 * d->output_offset + 1,
+                        d->output_offset, d->activation_min, d->activation_max, 2 * p->project->input_offset,
+                        vmcu_dup16(d->input_offset), d->activation_min == -128 && d->activation_max == 127};
+    return q;
+}
+
 typedef struct {
     const vmcu_fused_ib_params_t *p;
     vmcu_seg_src_t input;
     pointwise_t expand, project;
     adder_t add;
+    dw_out_t dw;  /* the per-pixel depthwise's requantization */
     int8_t *ring;
     int8_t *stage;  /* the project's block of output pixels */
     int32_t in_w, in_c, se_h, se_w, mid_c, ring_w, out_h, out_w, out_c;
@@ -276,64 +294,123 @@ static void expand_run(fused_t *f, int8_t *dst, int32_t n, int32_t row0, int32_t
 
 static inline uint32_t pack(int32_t lo, int32_t hi) { return ((uint32_t)lo & 0xFFFFu) | (uint32_t)hi << 16; }
 
-static inline int32_t requant_one(const vmcu_requant_t *r, int32_t acc, int32_t ch) {
-    const int32_t shift = r->shift[ch], zp = r->zero_point;
-    const int32_t y = vmcu_requant_value(acc, r->multiplier[ch], shift, ~shift, 2 * zp + 1, zp);
-    return r->full_range ? __ssat(y, 8) : vmcu_clamp_i32(y, r->act_min, r->act_max);
+/* Channel ch's output y as the project reads it, 2 * (y + its input offset), when vmcu_requant_value takes
+ * its fast path (|acc| < 2^30, a right shift), with the halving folded into SSAT; `full` (a constant at
+ * each call) drops the clamp to an activation range that is all of int8. */
+static inline __attribute__((always_inline)) int32_t dw_twice(const dw_out_t *q, int32_t acc, int32_t m,
+                                                              int32_t e1, int full) {
+    int32_t y = vmcu_ssat8_half(vmcu_requant_twice((int32_t)((uint32_t)acc << 1), m, e1, q->odd));
+    if (!full) {
+        y = vmcu_clamp_i32(y, q->lo, q->hi);
+    }
+    return q->poff2 + 2 * y;
+}
+
+/* The same for any accumulator, by vmcu_requant_value, out of line. */
+static __attribute__((noinline)) int32_t dw_twice_exact(const dw_out_t *q, int32_t acc, int32_t ch) {
+    const int32_t shift = q->shift[ch];
+    const int32_t y = vmcu_requant_value(acc, q->multiplier[ch], shift, ~shift, q->odd, q->zp);
+    return q->poff2 + 2 * vmcu_clamp_i32(y, q->lo, q->hi);
+}
+
+/* A depthwise tap of a window: its input and weight at channel 0. */
+typedef struct {
+    const int8_t *e, *w;
+} tap_t;
+
+/* Channels 0 .. 4 * groups - 1 of a depthwise pixel over the taps t .. end - 1 into dst, two words a
+ * group, `step` words apart; `full` as in dw_twice. Each group's taps run in a loop of 13 instructions a
+ * tap (with nothing but reads of what the caller finished writing, hence no memory clobber). */
+static inline __attribute__((always_inline)) void dw_groups(const dw_out_t *q, const tap_t *taps, const tap_t *end,
+                                                            uint32_t *dst, int32_t step, int32_t groups, int full) {
+    const dw_out_t c = *q; /* in registers: the column's stores could alias *q */
+    q = &c;
+    for (int32_t m = 0; m < 4 * groups; m += 4, dst += step) {
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        if (q->bias) {
+            a0 = q->bias[m];
+            a1 = q->bias[m + 1];
+            a2 = q->bias[m + 2];
+            a3 = q->bias[m + 3];
+        }
+        if (end != taps) {
+            const tap_t *t = taps;
+            uint32_t ev, wv, e02, e13;
+            __asm__("1:\n\t"
+                    "ldrd %[ev], %[wv], [%[t]], #8\n\t"
+                    "ldr %[ev], [%[ev], %[m]]\n\t"
+                    "ldr %[wv], [%[wv], %[m]]\n\t"
+                    "sxtab16 %[e02], %[off2], %[ev]\n\t"
+                    "sxtab16 %[e13], %[off2], %[ev], ror #8\n\t"
+                    "sxtb16 %[ev], %[wv]\n\t"
+                    "sxtb16 %[wv], %[wv], ror #8\n\t"
+                    "smlabb %[a0], %[e02], %[ev], %[a0]\n\t"
+                    "smlatt %[a2], %[e02], %[ev], %[a2]\n\t"
+                    "smlabb %[a1], %[e13], %[wv], %[a1]\n\t"
+                    "smlatt %[a3], %[e13], %[wv], %[a3]\n\t"
+                    "cmp %[t], %[end]\n\t"
+                    "bne 1b\n\t"
+                    : [t] "+r"(t), [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [ev] "=&r"(ev),
+                      [wv] "=&r"(wv), [e02] "=&r"(e02), [e13] "=&r"(e13)
+                    : [m] "r"(m), [end] "r"(end), [off2] "r"(q->off2)
+                    : "cc");
+        }
+        const int32_t *const mul = q->multiplier + m, *const sh = q->shift + m;
+        const int32_t e0 = ~sh[0], e1 = ~sh[1], e2 = ~sh[2], e3 = ~sh[3];
+        /* one test for the four channels: any |acc| >= 2^30 or shift >= 0 takes the exact path */
+        const uint32_t wide = (uint32_t)((a0 ^ (a0 << 1)) | (a1 ^ (a1 << 1)) | (a2 ^ (a2 << 1)) | (a3 ^ (a3 << 1)));
+        if (__builtin_expect((int32_t)(wide | (uint32_t)(e0 | e1 | e2 | e3)) < 0, 0)) {
+            dst[0] = pack(dw_twice_exact(q, a0, m), dw_twice_exact(q, a2, m + 2));
+            dst[1] = pack(dw_twice_exact(q, a1, m + 1), dw_twice_exact(q, a3, m + 3));
+            continue;
+        }
+        dst[0] = pack(dw_twice(q, a0, mul[0], e0, full), dw_twice(q, a2, mul[2], e2, full));
+        dst[1] = pack(dw_twice(q, a1, mul[1], e1, full), dw_twice(q, a3, mul[3], e3, full));
+    }
+}
+
+static __attribute__((noinline)) void dw_groups_full(const dw_out_t *q, const tap_t *taps, const tap_t *end,
+                                                     uint32_t *dst, int32_t step, int32_t groups) {
+    dw_groups(q, taps, end, dst, step, groups, 1);
+}
+
+static __attribute__((noinline)) void dw_groups_clamped(const dw_out_t *q, const tap_t *taps, const tap_t *end,
+                                                        uint32_t *dst, int32_t step, int32_t groups) {
+    dw_groups(q, taps, end, dst, step, groups, 0);
 }
 
 /* The depthwise pixel of the window at (r0, c0) from the ring (its rows rlo .. rlo + rows - 1 in the layout
- * of the variant) into slot s of the project's column, as
- * doubled int16 with the project's input offset (0 for the channels that pad the last group). The
- * window's in-bounds taps are listed first (ring offset, filter offset), once for all channels. */
-static void depthwise_pixel(const fused_t *f, int32_t *taps, int32_t s, int32_t r0, int32_t c0,
-                            const int8_t *filter, const int32_t *bias) {
+ * of the variant) into slot s of the project's column, as doubled int16 with the project's input offset
+ * (0 for the channels that pad the last group). The window's in-bounds taps are listed first (input
+ * and weight at channel 0), once for all channels. */
+static void depthwise_pixel(const fused_t *f, tap_t *taps, int32_t s, int32_t r0, int32_t c0, const int8_t *filter) {
     const vmcu_depthwise_conv_2d_params_t *d = f->p->depthwise;
+    const dw_out_t *q = &f->dw;
     const int32_t mid_w = d->input_shape[2], mid_c = f->mid_c, kw = d->filter_shape[2];
     const int32_t clo = vmcu_max_i32(c0, 0), chi = vmcu_min_i32(c0 + kw, mid_w);
-    const int16x2_t off2 = vmcu_dup16(d->input_offset);
-    const int32_t poff = f->p->project->input_offset;
-    const vmcu_requant_t r = vmcu_requant_init(d->output_multiplier, d->output_shift, d->output_offset,
-                                               d->activation_min, d->activation_max);
-    int32_t *t = taps;
+    tap_t *t = taps;
     for (int32_t i = 0; i < f->rows; ++i) {
-        for (int32_t col = clo; col < chi; ++col, t += 2) {
-            t[0] = (f->p->cache ? i * f->ring_w + col : (col % f->ring_w) * f->rows + i) * mid_c;
-            t[1] = ((f->rlo + i - r0) * kw + (col - c0)) * mid_c;
+        for (int32_t col = clo; col < chi; ++col, ++t) {
+            t->e = f->ring + (f->p->cache ? i * f->ring_w + col : (col % f->ring_w) * f->rows + i) * mid_c;
+            t->w = filter + ((f->rlo + i - r0) * kw + (col - c0)) * mid_c;
         }
     }
-    const int32_t *const end = t;
+    const tap_t *const end = t;
     const column_t *pc = &f->project.c;
-    const int32_t step = 2 * pc->px;
-    uint32_t *dst = pc->col + 2 * s;
-    int32_t m = 0;
-    for (; m + 4 <= mid_c; m += 4, dst += step) {
-        int32_t a0 = d->has_bias ? bias[m] : 0, a1 = d->has_bias ? bias[m + 1] : 0;
-        int32_t a2 = d->has_bias ? bias[m + 2] : 0, a3 = d->has_bias ? bias[m + 3] : 0;
-        const int8_t *e = f->ring + m, *w = filter + m;
-        for (t = taps; t < end; t += 2) {
-            const uint32_t ev = vmcu_load32(e + t[0]), wv = vmcu_load32(w + t[1]);
-            const int16x2_t e02 = __sxtab16(off2, (int8x4_t)ev), e13 = vmcu_sxtab16_ror8(off2, ev);
-            const int16x2_t w02 = __sxtb16((int8x4_t)wv), w13 = vmcu_sxtb16_ror8(wv);
-            a0 = __smlabb(e02, w02, a0);
-            a2 = __smlatt(e02, w02, a2);
-            a1 = __smlabb(e13, w13, a1);
-            a3 = __smlatt(e13, w13, a3);
-        }
-        dst[0] = pack(2 * (requant_one(&r, a0, m) + poff), 2 * (requant_one(&r, a2, m + 2) + poff));
-        dst[1] = pack(2 * (requant_one(&r, a1, m + 1) + poff), 2 * (requant_one(&r, a3, m + 3) + poff));
-    }
+    const int32_t step = 2 * pc->px, groups = mid_c / 4, m = 4 * groups;
+    uint32_t *const dst = pc->col + 2 * s;
+    (q->full ? dw_groups_full : dw_groups_clamped)(q, taps, end, dst, step, groups);
     if (m < mid_c) {
         int32_t y[4] = {0, 0, 0, 0};
         for (int32_t j = 0; m + j < mid_c; ++j) {
-            int32_t acc = d->has_bias ? bias[m + j] : 0;
-            for (t = taps; t < end; t += 2) {
-                acc += filter[t[1] + m + j] * (f->ring[t[0] + m + j] + d->input_offset);
+            int32_t acc = q->bias ? q->bias[m + j] : 0;
+            for (const tap_t *u = taps; u < end; ++u) {
+                acc += u->w[m + j] * (u->e[m + j] + d->input_offset);
             }
-            y[j] = 2 * (requant_one(&r, acc, m + j) + poff);
+            y[j] = dw_twice_exact(q, acc, m + j);
         }
-        dst[0] = pack(y[0], y[2]);
-        dst[1] = pack(y[1], y[3]);
+        dst[step * groups] = pack(y[0], y[2]);
+        dst[step * groups + 1] = pack(y[1], y[3]);
     }
 }
 
@@ -474,6 +551,7 @@ void vmcu_seg_fused_ib_s8(const vmcu_fused_ib_params_t *p, vmcu_seg_src_t input,
     if (p->add) {
         f.add = adder_init(p->add, p->residual_first);
     }
+    f.dw = dw_out_init(p, depthwise_bias);
     const int rowwise = p->cache && f.out_w >= FUSED_DW_ROW_MIN; /* the depthwise kernel on whole rows */
     uint32_t *at = (uint32_t *)(void *)scratch;
     pointwise_init(&f.project, &at, pr, mid_c, rowwise, project_filter, project_bias);
@@ -490,7 +568,7 @@ void vmcu_seg_fused_ib_s8(const vmcu_fused_ib_params_t *p, vmcu_seg_src_t input,
     /* then what lives through one output row or step at most: the expand's column, sharing its bytes with
      * the depthwise output row and the depthwise kernel's scratch, or with the window's taps */
     int8_t *const drow = (int8_t *)at;
-    int32_t *const taps = (int32_t *)at;
+    tap_t *const taps = (tap_t *)(void *)at;
     int8_t *const dw_scratch = (int8_t *)(at + (f.out_w * mid_c + 3) / 4);
     pointwise_columns(&f.expand, &at, 1);
     /* "cache": the depthwise kernel on one output row of the E rows in the ring */
@@ -536,7 +614,7 @@ void vmcu_seg_fused_ib_s8(const vmcu_fused_ib_params_t *p, vmcu_seg_src_t input,
                 expand_run(&f, f.ring + (col % f.ring_w) * f.rows * mid_c, (end - col) * f.rows, f.rlo, col, f.rows);
                 col = end;
             }
-            depthwise_pixel(&f, taps, f.slot, r0, c0, depthwise_filter, depthwise_bias);
+            depthwise_pixel(&f, taps, f.slot, r0, c0, depthwise_filter);
             project_pixel_done(&f, &output, oy * f.out_w + ox);
         }
     }
