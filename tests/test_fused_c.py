@@ -51,3 +51,22 @@ def test_cache_rows_lend_the_first_depthwise_records(tmp_path: Path) -> None:
     report = verify_program(graph, program, binary, tgt, None, random_inputs(graph, 2, seed=3))
     assert report.bit_exact, report.mismatches
     assert report.arena_bytes == program.scratch_offset + program.scratch_bytes
+
+
+@pytest.mark.parametrize("name, arenas", [("S5", {"none": 11_076, "recompute": 7_176, "cache": 8_416}),
+                                          ("S7", {"none": 10_220, "recompute": 10_864, "cache": 10_576})])
+def test_auto_weighs_the_whole_arena(name: str, arenas: dict[str, int]) -> None:
+    """With the DSP kernels, fuse="auto" takes the least whole arena, kernel scratch included: S7's fused
+    kernel needs more scratch than fusing saves in the pool, so auto leaves S7 unfused there, while its
+    pool alone (the portable kernels, no scratch) is least with "cache"."""
+    graph = inverted_bottleneck_module(*VMCU_BOTTLENECK_MODULES[name])
+
+    def arena(fuse: str, kernels: str) -> int:
+        _, program = driver.compile_graph(graph, "segment", kernels, fuse=fuse)
+        return program.scratch_offset + program.scratch_bytes
+
+    assert {fuse: arena(fuse, "arm") for fuse in arenas} == arenas
+    assert arena("auto", "arm") == min(arenas.values())
+    fused = driver.plan_memory(graph, "segment", fuse="auto").fused_graph
+    assert fused is not None and [op.options["variant"] for op in fused.ops if op.type == FUSED_OP] == [
+        "cache" if name == "S7" else "recompute"]

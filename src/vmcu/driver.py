@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,13 +82,14 @@ FUSE_CHOICES = ("none", "recompute", "cache", "auto")
 
 
 def plan_memory(graph: Graph, strategy: str = "tensor", *, max_mac_overhead: float = 0.10,
-                rest_strategy: str = "tensor", fuse: str = "none") -> Any:
+                rest_strategy: str = "tensor", fuse: str = "none", kernels: str | None = None) -> Any:
     """Plan the activation memory with the named strategy and prove the plan safe with its checker.
 
     Returns a MemoryPlan (tensor, tflm), a SegmentPlan (segment) or the best PatchPlan / StreamPlan
     (patch, stream) within `max_mac_overhead` extra MACs; see `search_staged` for every candidate.
     `fuse` (segment only) runs inverted bottlenecks as one fused kernel: "recompute" re-expands the window,
-    "cache" keeps expanded rows (no extra MACs), "auto" picks per block the least SRAM, then fewest MACs.
+    "cache" keeps expanded rows (no extra MACs), "auto" picks per block the least SRAM, then fewest MACs:
+    the whole arena of the program with `kernels` (their scratch included) when named, else pool + workspace.
     """
     if strategy in ("patch", "stream"):
         return search_staged(graph, strategy, max_mac_overhead=max_mac_overhead, rest_strategy=rest_strategy)[0]
@@ -97,7 +99,10 @@ def plan_memory(graph: Graph, strategy: str = "tensor", *, max_mac_overhead: flo
 
         if fuse not in FUSE_CHOICES:
             raise PlanError(f"unknown fuse choice '{fuse}'; choose one of {', '.join(FUSE_CHOICES)}")
-        splan = plan_segments(graph, fuse=fuse)
+        from vmcu.codegen.segment import segment_arena_bytes
+
+        arena = partial(segment_arena_bytes, variant=kernels) if kernels is not None else None
+        splan = plan_segments(graph, fuse=fuse, arena=arena)
         check_segment_plan(graph, splan)
         return splan
     from vmcu.plan.check import check_tensor_plan
@@ -157,5 +162,5 @@ def compile_graph(graph: Graph, strategy: str, kernels: str, *, max_mac_overhead
     if strategy not in CODEGEN_STRATEGIES:
         raise PlanError(f"strategy '{strategy}' plans memory (vmcu plan) but has no C code generation yet; "
                         f"compile and run support {', '.join(CODEGEN_STRATEGIES)}")
-    plan = plan_memory(graph, strategy, max_mac_overhead=max_mac_overhead, fuse=fuse)
+    plan = plan_memory(graph, strategy, max_mac_overhead=max_mac_overhead, fuse=fuse, kernels=kernels)
     return plan, emit_c(graph, plan, variant=kernels)

@@ -56,6 +56,26 @@ class _Arena:
         return f"ARENA + {self.pool if b.stage_bytes <= self.workspace else self.scratch_offset + b.scratch_bytes}"
 
 
+def _bindings(g: Graph, splan: SegmentPlan, variant: str) -> tuple[int, dict[int, SegBinding]]:
+    """The kernel scratch of the plan's calls and each call's binding, by op (an aliased RESHAPE has none)."""
+    aliases = dict(splan.plan.aliases)
+    calls = [s for s in splan.steps if s.output not in aliases]
+    scratch, kept = arena_scratch_bytes([segment_binding(g, g.ops[s.op], s, variant) for s in calls],
+                                        splan.workspace_bytes)
+    return scratch, {s.op: b for s, b in zip(calls, kept, strict=True)}
+
+
+def _scratch_offset(plan_bytes: int, scratch: int) -> int:
+    return -(-plan_bytes // SCRATCH_ALIGN) * SCRATCH_ALIGN if scratch else plan_bytes
+
+
+def segment_arena_bytes(graph: Graph, splan: SegmentPlan, variant: str) -> int:
+    """The arena of the program `segment_body` makes of the plan with `variant`'s kernels: pool, workspace
+    and kernel scratch (what fuse="auto" weighs when it knows the kernels)."""
+    scratch, _ = _bindings(splan.step_graph(graph), splan, variant)
+    return _scratch_offset(splan.pool_bytes + splan.workspace_bytes, scratch) + scratch
+
+
 def segment_body(graph: Graph, splan: SegmentPlan, variant: str) -> Body:
     """One seg-kernel call per step in the plan's order; an aliased RESHAPE (same base) needs none."""
     g = splan.step_graph(graph)
@@ -63,12 +83,9 @@ def segment_body(graph: Graph, splan: SegmentPlan, variant: str) -> Body:
     pool, workspace = splan.pool_bytes, splan.workspace_bytes
     k_in = _flat_shift(g, g.inputs, bases, pool)
     k_out = -_flat_shift(g, g.outputs, bases, pool) % pool
-    aliases = dict(splan.plan.aliases)
-    calls = [s for s in splan.steps if s.output not in aliases]
-    scratch, kept = arena_scratch_bytes([segment_binding(g, g.ops[s.op], s, variant) for s in calls], workspace)
-    bindings = {s.op: b for s, b in zip(calls, kept, strict=True)}
+    scratch, bindings = _bindings(g, splan, variant)
     plan_bytes = pool + workspace
-    arena = _Arena(pool, workspace, -(-plan_bytes // SCRATCH_ALIGN) * SCRATCH_ALIGN if scratch else plan_bytes)
+    arena = _Arena(pool, workspace, _scratch_offset(plan_bytes, scratch))
     constants = ConstTable()
     definitions = [PREAMBLE.format(pool=pool)]
     statements = []

@@ -292,7 +292,8 @@ def _search_pool(p: _Problem) -> tuple[int, dict[int, int]]:
             raise PlanError(f"{p.graph.name}: no segment plan found up to a pool of {limit} B")
 
 
-def plan_segments(graph: Graph, *, segment_bytes: int | None = None, fuse: str = "none") -> SegmentPlan:
+def plan_segments(graph: Graph, *, segment_bytes: int | None = None, fuse: str = "none",
+                  arena: Callable[[Graph, SegmentPlan], int] | None = None) -> SegmentPlan:
     """Plan `graph` on a circular pool with vMCU's segment-level reuse (see the module docstring).
 
     `segment_bytes` forces one segment size on every op with a segment kernel (and makes it the pool
@@ -302,9 +303,10 @@ def plan_segments(graph: Graph, *, segment_bytes: int | None = None, fuse: str =
 
     `fuse` runs every fusable inverted bottleneck (vmcu.ir.fusion) as one kernel (vmcu.plan.fused):
     "recompute" or "cache" for all blocks, "none" for none. "auto" chooses per block among the three,
-    least SRAM (pool + workspace) first, then fewest MACs: it starts from the best of the three uniform
-    choices, then visits the blocks (most recomputation first) and takes any other choice of one block
-    that improves the plan in that order.
+    least SRAM first, then fewest MACs: it starts from the best of the three uniform choices, then visits
+    the blocks (most recomputation first) and takes any other choice of one block that improves the plan
+    in that order. SRAM is `arena(graph, plan)` when given (the program's whole arena, with the kernels'
+    scratch, which a fused kernel may need more of than its layers), else pool + workspace.
     """
     if not graph.ops:
         raise PlanError(f"{graph.name}: the graph has no ops, so there is nothing to plan")
@@ -315,10 +317,11 @@ def plan_segments(graph: Graph, *, segment_bytes: int | None = None, fuse: str =
         return _plan_graph(graph, segment_bytes)
     if fuse != "auto":
         return _plan_fused(graph, blocks, [fuse] * len(blocks), segment_bytes)
-    return _choose_variants(graph, blocks, segment_bytes)
+    return _choose_variants(graph, blocks, segment_bytes, arena)
 
 
-def _choose_variants(graph: Graph, blocks: list[FusedBlock], segment_bytes: int | None) -> SegmentPlan:
+def _choose_variants(graph: Graph, blocks: list[FusedBlock], segment_bytes: int | None,
+                     arena: Callable[[Graph, SegmentPlan], int] | None) -> SegmentPlan:
     """fuse="auto": the plan of least (SRAM, MACs) by one pass of single-block changes (see
     `plan_segments`)."""
     extra = []
@@ -329,7 +332,8 @@ def _choose_variants(graph: Graph, blocks: list[FusedBlock], segment_bytes: int 
     def score(variants: list[str]) -> tuple[tuple[int, int], list[str], SegmentPlan]:
         splan = _plan_fused(graph, blocks, variants, segment_bytes)
         macs = sum(e[v] for e, v in zip(extra, variants, strict=True))
-        return (splan.pool_bytes + splan.workspace_bytes, macs), variants, splan
+        sram = arena(graph, splan) if arena else splan.pool_bytes + splan.workspace_bytes
+        return (sram, macs), variants, splan
 
     best = min((score([v] * len(blocks)) for v in ("none",) + VARIANTS), key=lambda s: s[0])
     for i in sorted(range(len(blocks)), key=lambda i: -extra[i]["recompute"]):
