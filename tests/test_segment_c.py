@@ -9,6 +9,7 @@ in one Cortex-M4 program."""
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import math
 import subprocess
 from dataclasses import dataclass
@@ -18,14 +19,16 @@ import numpy as np
 import pytest
 
 from vmcu import driver
+from vmcu.codegen import segment as segment_codegen
 from vmcu.codegen.emit import emit_c
 from vmcu.codegen.program import CProgram
-from vmcu.errors import PlanError
+from vmcu.codegen.segment import segment_buffers
+from vmcu.errors import BuildError, PlanError
 from vmcu.frontend.tflite import NUMPY_DTYPES
 from vmcu.ir.graph import NO_TENSOR, Graph, Op, Quant, Tensor
 from vmcu.ir.params import op_params
 from vmcu.kernels import STRUCTS, include_dir, kernel_dir, segment_sources
-from vmcu.kernels.segbind import SegBinding, arena_scratch_bytes, segment_binding
+from vmcu.kernels.segbind import SegBinding, segment_binding
 from vmcu.plan.segment import SegmentPlan, SegmentStep, replace_bases
 from vmcu.plan.segment_check import check_segment_plan
 from vmcu.plan.segment_gap import unit_bytes
@@ -59,13 +62,15 @@ def compile_segment(model: str, kernels: str) -> tuple[Graph, SegmentPlan, CProg
 
 
 def assert_arena_is_the_plan(graph: Graph, splan: SegmentPlan, report: RunReport) -> None:
-    """Arena = pool + workspace, then at the next 4-byte boundary the largest kernel scratch (with the stage
-    of a kernel whose unit does not fit the workspace); optional stages add nothing."""
+    """Arena = pool + workspace, then at the next 4-byte boundary the largest kernel buffers (scratch, and the
+    stage of a kernel whose unit does not fit the workspace) of the calls that find no free run of pool
+    bytes at their step; the others' buffers lie in the pool and pass the checker's replay."""
     assert report.plan_bytes == splan.pool_bytes + splan.workspace_bytes
-    calls = [segment_binding(graph, graph.ops[s.op], s, report.kernels) for s in splan.steps
-             if s.output not in dict(splan.plan.aliases)]
-    required = [b.scratch_bytes if b.optional_stage else b.needs(splan.workspace_bytes) for b in calls]
-    assert report.scratch_bytes == max(required) == arena_scratch_bytes(calls, splan.workspace_bytes)[0]
+    buffers, bindings = segment_buffers(graph, splan, report.kernels)
+    needs = {op: b.needs(splan.workspace_bytes) for op, b in bindings.items()}
+    assert all(needs[op] == n for op, (_, n) in buffers.in_pool.items())
+    assert report.scratch_bytes == max((n for op, n in needs.items() if op not in buffers.in_pool), default=0)
+    check_segment_plan(graph, splan, buffers.in_pool)
     padded = -(-report.plan_bytes // 4) * 4 if report.scratch_bytes else report.plan_bytes
     assert report.arena_bytes == padded + report.scratch_bytes
 
@@ -126,10 +131,11 @@ def test_rotate_turns_the_pool_for_every_length_and_shift(seglib: ctypes.CDLL) -
             assert got[0] == data[0] and bytes(got[1:]) == np.roll(data[1:], -shift).tobytes(), (n, shift)
 
 
-def test_gap_one_segment_short_is_rejected_and_wrong_in_c(tmp_path: Path) -> None:
+def test_gap_one_segment_short_is_rejected_and_wrong_in_c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """KWS's first depthwise layer overlaps its output with its input at the least gap, 6 segments. One
     segment less: the checker names the op, and the portable kernels (which store pixel by pixel, exactly
-    the checker's model) read bytes their own output overwrote."""
+    the checker's model), compiled past the code generator's own check, read bytes their own output
+    overwrote."""
     graph = driver.load_model(MODELS / "mlperftiny__kws_ref_model.tflite")
     splan = driver.plan_memory(graph, "segment")
     step = next(s for s in splan.steps if s.op_type == "DEPTHWISE_CONV_2D" and s.chained_input >= 0)
@@ -140,7 +146,38 @@ def test_gap_one_segment_short_is_rejected_and_wrong_in_c(tmp_path: Path) -> Non
     assert short.steps[step.op].gap_bytes == step.gap_bytes - step.segment_bytes
     with pytest.raises(PlanError, match=rf"op {step.op} DEPTHWISE_CONV_2D .*\(its own output"):
         check_segment_plan(graph, short)
+    with pytest.raises(BuildError, match=rf"op {step.op} DEPTHWISE_CONV_2D .*\(its own output"):
+        emit_c(graph, short, variant="ref")
+    monkeypatch.setattr(segment_codegen, "check_segment_plan", lambda *args: None)
     report = run(graph, emit_c(graph, short, variant="ref"), "host", tmp_path)
+    assert not report.bit_exact
+
+
+@needs_arm
+@pytest.mark.qemu
+def test_scratch_in_the_pool_is_checked_and_wrong_in_c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ResNet-8's DSP calls keep their scratch in pool bytes no tensor holds during their step (the arena
+    then has only the rest: 1,224 B, not the 2,568 B of the largest call). Moved over a residual that a
+    later op reads, the checker names that read, and the program built anyway gives wrong output; moved
+    over the op's own output, the checker refuses it outright."""
+    graph = driver.load_model(MODELS / "mlperftiny__ic_resnet8_pretrainedResnet_quant.tflite")
+    splan = driver.plan_memory(graph, "segment")
+    buffers, bindings = segment_buffers(graph, splan, "arm")
+    assert max(b.needs(splan.workspace_bytes) for b in bindings.values()) == 2_568
+    assert buffers.scratch_bytes == 1_224 and len(buffers.in_pool) == 9
+    position, step, live = next((i, s, p) for i, s in enumerate(splan.steps) for p in splan.plan.placements
+                                if s.op in buffers.in_pool and p.first_use < i < p.last_use and p.tensor not in s.inputs
+                                and p.offset + buffers.in_pool[s.op][1] <= splan.pool_bytes)
+    n = buffers.in_pool[step.op][1]
+    reader = next(s.op for s in splan.steps[position + 1:] if live.tensor in s.inputs)
+    bad = dataclasses.replace(buffers, in_pool={**buffers.in_pool, step.op: (live.offset, n)})
+    with pytest.raises(PlanError, match=rf"op {reader} .* reads tensor {live.tensor} .* overwritten by kernel scratch"):
+        check_segment_plan(graph, splan, bad.in_pool)
+    out_base = splan.plan.offsets()[step.output]
+    with pytest.raises(PlanError, match=rf"op {step.op} .* kernel scratch .* overlaps its output"):
+        check_segment_plan(graph, splan, {step.op: (min(out_base, splan.pool_bytes - n), n)})
+    monkeypatch.setattr(segment_codegen, "segment_buffers", lambda *args: (bad, bindings))
+    report = run(graph, emit_c(graph, splan, variant="arm"), "cortex-m4", tmp_path)
     assert not report.bit_exact
 
 

@@ -3,10 +3,11 @@ guard words, constants in flash, the public API and the test harness.
 
 A strategy module (codegen/tensor.py, ...) turns its plan into a `Body`: file-scope definitions and the
 statements of `<model>_run()`, plus the arena layout they assume. `emit_program` wraps a body into
-`<model>.h`, `<model>.c` and `main.c`. The arena holds the plan's bytes followed by the largest kernel
-scratch (4-byte aligned), between guard words that `<model>_run()` checks after the last op, so a stray
-write just outside the arena is caught at run time. The API follows TFLM's shape: write inputs through
-`<model>_input(i)`, call `<model>_run()`, read `<model>_output(i)`; `<model>_invoke()` wraps the three.
+`<model>.h`, `<model>.c` and `main.c`. The arena holds the plan's bytes followed by the kernel scratch
+the body could not fit inside them (4-byte aligned), between guard words that `<model>_run()` checks
+after the last op, so a stray write just outside the arena is caught at run time. The API follows TFLM's
+shape: write inputs through `<model>_input(i)`, call `<model>_run()`, read `<model>_output(i)`;
+`<model>_invoke()` wraps the three.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ unit needs is reserved only when one does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from vmcu.errors import UnsupportedOpError
 from vmcu.ir import params as P
@@ -59,15 +59,13 @@ _DSP = ("vmcu_seg_conv_2d_s8", "vmcu_seg_depthwise_conv_2d_s8", "vmcu_seg_fully_
 @dataclass(frozen=True)
 class SegBinding:
     """One segment-kernel call: `params` is the tensor-level binding whose struct and values it passes,
-    `args` the roles above, `stage_bytes` and `scratch_bytes` the buffers it needs (0: pass NULL). An
-    optional stage is given only where it costs no arena bytes (`arena_scratch_bytes`)."""
+    `args` the roles above, `stage_bytes` and `scratch_bytes` the buffers it needs (0: pass NULL)."""
 
     symbol: str
     params: KernelBinding
     args: tuple[str, ...]
     stage_bytes: int
     scratch_bytes: int
-    optional_stage: bool = False  # the kernel also works without its stage (NULL), only slower
 
     def needs(self, workspace: int) -> int:
         """Bytes of arena scratch the call takes: its scratch, then its stage if the workspace cannot hold it."""
@@ -105,15 +103,6 @@ def segment_binding(graph: Graph, op: Op, step: SegmentStep, variant: str) -> Se
     stage = _stage_bytes(symbol, variant, step, params, unit, out.nbytes)
     scratch = _scratch_bytes(graph, symbol, params, variant, step)
     return SegBinding(symbol, tensor, ARGS[symbol], stage, scratch)
-
-
-def arena_scratch_bytes(bindings: list[SegBinding], workspace: int) -> tuple[int, list[SegBinding]]:
-    """The arena scratch a program's calls need, and the calls with each optional stage kept only where it
-    fits the workspace or the scratch the other calls need anyway (else dropped: NULL)."""
-    need = max((b.scratch_bytes if b.optional_stage else b.needs(workspace) for b in bindings), default=0)
-    kept = [b if not b.optional_stage or b.needs(workspace) <= need else replace(b, stage_bytes=0)
-            for b in bindings]
-    return max((b.needs(workspace) for b in kept), default=0), kept
 
 
 def _stage_bytes(symbol: str, variant: str, step: SegmentStep, params: P.OpParams, unit: int, out_bytes: int

@@ -5,7 +5,9 @@ formulas: the access pattern of each op is re-derived from its shapes and TFLite
 bytes each output unit reads), the kernels' order is replayed (units in row-major order, each unit's
 reads before its store), and a shadow pool records which (tensor, byte) every pool byte holds. A read
 passes only if its bytes still hold that tensor's bytes: not overwritten by an earlier op, and not by an
-earlier step of the same op. Graph outputs must be intact at the end.
+earlier step of the same op. Graph outputs must be intact at the end. Kernel scratch that the generated
+code keeps in the pool's free bytes (`scratch`) is replayed as garbage written over its bytes when its op
+starts, and must not touch that op's output.
 
 Vectorised per op: the bytes an op's input held when it started are compared in one pass (prefix sums
 give each read's verdict), and the first step at which the op itself overwrites each pool byte is
@@ -13,6 +15,8 @@ range-min queried (sparse table) over each read.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -24,14 +28,18 @@ from vmcu.plan.segment import SegmentPlan
 from vmcu.plan.segment_gap import stages_units
 
 NEVER = np.iinfo(np.int64).max
+SCRATCH = -2  # the shadow owner of pool bytes a kernel used as scratch
 WINDOWED = ("CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "MAX_POOL_2D")
 ELEMENTWISE = ("ADD", "MUL", "LOGISTIC", "QUANTIZE", "DEQUANTIZE", "RESHAPE", "PAD", "MEAN")
 
 Runs = tuple[np.ndarray, np.ndarray, np.ndarray]  # step, byte offset in the tensor, length
 
 
-def check_segment_plan(graph: Graph, splan: SegmentPlan) -> None:
-    """Raise PlanError (one line) at the first read of a byte that no longer holds what it should."""
+def check_segment_plan(graph: Graph, splan: SegmentPlan, scratch: Mapping[int, tuple[int, int]] | None = None
+                       ) -> None:
+    """Raise PlanError (one line) at the first read of a byte that no longer holds what it should.
+
+    `scratch` maps an op to the (pool offset, bytes) of the buffers its kernel call takes in the pool."""
     where = f"{graph.name}: plan '{splan.plan.strategy}'"
     graph = _step_graph(graph, splan, where)
     bases = _check_structure(graph, splan, where)
@@ -43,6 +51,8 @@ def check_segment_plan(graph: Graph, splan: SegmentPlan) -> None:
         _store(owner, byte, bases[t], graph.tensors[t].nbytes, t, pool)
     for op_index in splan.plan.order:
         op = graph.ops[op_index]
+        if scratch and op_index in scratch:
+            _clobber(graph, op, *scratch[op_index], bases, owner, byte, pool, where)
         reads, writes = access_pattern(graph, op)
         _replay(graph, op, reads, writes, bases, owner, byte, pool, where)
     for t in graph.outputs:
@@ -52,6 +62,21 @@ def check_segment_plan(graph: Graph, splan: SegmentPlan) -> None:
         if bad.size:
             raise PlanError(f"{where}: graph output {_name(graph, t)} byte {bad[0]} at pool address "
                             f"{addr[bad[0]]} was overwritten by {_name(graph, int(owner[addr[bad[0]]]))}")
+
+
+def _clobber(graph: Graph, op: Op, offset: int, n: int, bases: dict[int, int], owner: np.ndarray,
+             byte: np.ndarray, pool: int, where: str) -> None:
+    """The op's kernel scratch at pool bytes [offset, offset + n): inside the pool, off the op's output, and
+    from now on holding nothing any later read may use."""
+    out = op.outputs[0]
+    if offset < 0 or offset + n > pool:
+        raise PlanError(f"{where}: op {op.index} {op.type} kernel scratch [{offset}, {offset + n}) is not inside "
+                        f"the pool of {pool} B")
+    if n > 0 and ((offset - bases[out]) % pool < graph.tensors[out].nbytes or (bases[out] - offset) % pool < n):
+        raise PlanError(f"{where}: op {op.index} {op.type} kernel scratch [{offset}, {offset + n}) overlaps its "
+                        f"output {_name(graph, out)}")
+    owner[offset:offset + n] = SCRATCH
+    byte[offset:offset + n] = -1
 
 
 def _check_structure(graph: Graph, splan: SegmentPlan, where: str) -> dict[int, int]:
@@ -310,7 +335,7 @@ def _raise(graph: Graph, op: Op, t: int, offset: int, length: int, step: int, st
         addr = (bases[t] + i) % pool
         rel = (addr - bases[out]) % pool
         if stale and (owner[addr] != t or byte[addr] != i):
-            culprit = f"{_name(graph, int(owner[addr]))}" if owner[addr] >= 0 else "nothing (never written)"
+            culprit = f"{_name(graph, int(owner[addr]))}" if owner[addr] != -1 else "nothing (never written)"
             break
         if not stale and rel < len(first) and first[rel] < step:
             culprit = f"{_name(graph, out)} (its own output, stored at step {first[rel]})"
@@ -320,4 +345,6 @@ def _raise(graph: Graph, op: Op, t: int, offset: int, length: int, step: int, st
 
 
 def _name(graph: Graph, t: int) -> str:
+    if t == SCRATCH:
+        return "kernel scratch"
     return f"tensor {t} '{graph.tensors[t].name}'" if 0 <= t < len(graph.tensors) else f"tensor {t}"
