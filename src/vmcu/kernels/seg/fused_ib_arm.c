@@ -320,7 +320,7 @@ typedef struct {
 
 /* Channels 0 .. 4 * groups - 1 of a depthwise pixel over the taps t .. end - 1 into dst, two words a
  * group, `step` words apart; `full` as in dw_twice. Each group's taps run in a loop of 13 instructions a
- * tap (with nothing but reads of what the caller finished writing, hence no memory clobber). */
+ * tap; it reads the taps and the bytes they point at, hence its memory clobber. */
 static inline __attribute__((always_inline)) void dw_groups(const dw_out_t *q, const tap_t *taps, const tap_t *end,
                                                             uint32_t *dst, int32_t step, int32_t groups, int full) {
     const dw_out_t c = *q; /* in registers: the column's stores could alias *q */
@@ -353,7 +353,7 @@ static inline __attribute__((always_inline)) void dw_groups(const dw_out_t *q, c
                     : [t] "+r"(t), [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [ev] "=&r"(ev),
                       [wv] "=&r"(wv), [e02] "=&r"(e02), [e13] "=&r"(e13)
                     : [m] "r"(m), [end] "r"(end), [off2] "r"(q->off2)
-                    : "cc");
+                    : "cc", "memory");
         }
         const int32_t *const mul = q->multiplier + m, *const sh = q->shift + m;
         const int32_t e0 = ~sh[0], e1 = ~sh[1], e2 = ~sh[2], e3 = ~sh[3];
